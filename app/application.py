@@ -1,0 +1,158 @@
+"""The app factory: ``create_app(settings, ...)`` is where everything is built.
+
+Nothing is created at import. The lifespan opens the database, applies migrations (when
+``migrate_on_start``), makes the database agree with the config, builds one broker per
+account, and reconciles intents a crash left open before the first request is served.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from app import api, directory, migrate, webhooks
+from app.broker import Broker
+from app.database import Database, create_engine
+from app.errors import BrokerError, NotFound, RequestError, SignalbridgeError
+from app.instruments import Instrument, instruments_by_ticker
+from app.limits import BodyLimit
+from app.paper import PaperBroker
+from app.receiver import Receiver
+from app.responses import JSON, error_response
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What the lifespan built, for the endpoints (``request.state.services``)."""
+
+    settings: Settings
+    database: Database
+    receiver: Receiver
+    brokers: Mapping[str, Broker]
+    instruments: Mapping[str, Instrument]
+    key_digests: tuple[str, ...]
+    clock: Clock
+
+    async def quotes(self, symbol: str) -> dict[str, Decimal | None]:
+        result: dict[str, Decimal | None] = {}
+        for account, broker in self.brokers.items():
+            try:
+                result[account] = await broker.quote(symbol)
+            except BrokerError:
+                result[account] = None
+        return result
+
+
+def paper_brokers(settings: Settings, *, clock: Clock) -> dict[str, Broker]:
+    """One paper broker per account, quoting the configured instrument prices."""
+    prices = {i.symbol: i.price for i in settings.instruments if i.price is not None}
+    return {
+        account.name: PaperBroker(
+            prices,
+            currency=account.currency,
+            cash=account.initial_deposit,
+            fee_bps=account.fee_bps,
+            slippage_bps=account.slippage_bps,
+            clock=clock,
+        )
+        for account in settings.accounts
+    }
+
+
+def create_app(
+    settings: Settings,
+    *,
+    brokers: Mapping[str, Broker] | None = None,
+    clock: Clock = system_clock,
+) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Services]]:
+        database = Database(create_engine(settings.database_url))
+        venues = brokers if brokers is not None else paper_brokers(settings, clock=clock)
+        try:
+            if settings.migrate_on_start:
+                await migrate.upgrade(database.engine)
+            async with database.write() as connection:
+                await directory.sync_config(connection, settings, now=clock())
+            instruments = instruments_by_ticker(settings.instruments)
+            receiver = Receiver(
+                settings=settings,
+                database=database,
+                brokers=venues,
+                instruments=instruments,
+                clock=clock,
+            )
+            await receiver.reconcile()
+            yield {
+                "services": Services(
+                    settings=settings,
+                    database=database,
+                    receiver=receiver,
+                    brokers=venues,
+                    instruments=instruments,
+                    key_digests=api.key_digests(settings.operator_keys),
+                    clock=clock,
+                )
+            }
+        finally:
+            for broker in venues.values():
+                await broker.close()
+            await database.dispose()
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/webhooks/proquant", webhooks.proquant, methods=["POST"]),
+        *api.routes,
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(BodyLimit, max_bytes=settings.max_body_bytes)],
+        exception_handlers={
+            SignalbridgeError: _signalbridge_error,
+            HTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
+        lifespan=lifespan,
+    )
+
+
+async def healthz(_request: Request) -> Response:
+    return JSON({"status": "ok"})
+
+
+async def _signalbridge_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SignalbridgeError)
+    return error_response(exc)
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error: SignalbridgeError = (
+        NotFound(exc.detail) if exc.status_code == 404 else RequestError(exc.detail)
+    )
+    error.status_code = exc.status_code
+    return error_response(error)
+
+
+async def _unexpected_error(_request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error", exc_info=exc)
+    return JSON({"error": "internal_error", "message": "an unexpected error; see the log"}, 500)

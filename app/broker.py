@@ -1,0 +1,77 @@
+"""The broker seam: the small contract every execution venue implements.
+
+The rest of the service sees only these value objects; a venue's own shapes and errors are
+translated inside its implementation (the paper broker in :mod:`app.paper`). A venue raises
+only :class:`~app.errors.BrokerUnavailable` (outcome unknown: query before retrying) or
+:class:`~app.errors.OrderRejected` (refused: do not retry unchanged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal, Protocol
+
+OrderStatus = Literal["pending", "filled", "partially_filled", "rejected"]
+FINAL_STATUSES: frozenset[OrderStatus] = frozenset({"filled", "partially_filled", "rejected"})
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """A market order. ``client_order_id`` is derived from the event, so a retry of the same
+    event asks for the same order."""
+
+    client_order_id: str
+    symbol: str
+    side: Literal["buy", "sell"]
+    quantity: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    fill_id: str
+    quantity: Decimal
+    price: Decimal
+    fee: Decimal
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OrderReport:
+    """The venue's answer about one order, normalized."""
+
+    client_order_id: str
+    broker_order_id: str
+    status: OrderStatus
+    fills: tuple[Fill, ...] = ()
+    reason: str | None = None
+
+    @property
+    def filled_quantity(self) -> Decimal:
+        return sum((fill.quantity for fill in self.fills), Decimal(0))
+
+
+class Broker(Protocol):
+    """One account's venue."""
+
+    async def quote(self, symbol: str) -> Decimal:
+        """The current price of ``symbol`` in the account currency."""
+        ...
+
+    async def submit(self, order: OrderRequest) -> OrderReport:
+        """Place a market order; submitting a client order id again returns the first order."""
+        ...
+
+    async def fetch_order(self, client_order_id: str, *, symbol: str) -> OrderReport | None:
+        """The order with this client id, or None when the venue has no such order."""
+        ...
+
+    async def balances(self) -> Mapping[str, Decimal]:
+        """Free balance per currency or asset, as the venue sees it."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...

@@ -1,0 +1,286 @@
+"""The ``signalbridge`` command (also ``python -m app``).
+
+``serve`` runs the service; ``send`` is a provider emulator that posts one v1 event with a
+fresh timestamp and prints the answer; ``positions``, ``book`` and ``events`` read the
+operator API and print tables (``--json`` for the raw answer); ``migrate`` applies the
+schema migrations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import httpx
+
+from app.settings import Settings, load_settings
+
+QUANTITY_PLACEHOLDER = "__quantity__"
+EXAMPLE_INTEGRATION = {
+    "name": "demo@example.com",
+    "description": "Signalbridge",
+    "imageUrl": "https://example.com/logo.png",
+    "webhook": {"url": "http://127.0.0.1:8000/webhooks/proquant", "headers": {}},
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    arguments = parser.parse_args(argv)
+    try:
+        settings = load_settings(arguments.config)
+    except (OSError, ValueError) as exc:
+        print(f"signalbridge: cannot read the config: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result: int = arguments.run(arguments, settings)
+    except InvalidOperation:
+        print("signalbridge: --quantity must be a decimal number", file=sys.stderr)
+        return 2
+    except httpx.HTTPError as exc:
+        print(f"signalbridge: cannot reach the service: {exc}", file=sys.stderr)
+        return 1
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="signalbridge", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--config", help="config file (default: $SIGNALBRIDGE_CONFIG or config/signalbridge.toml)"
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the service")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(run=_serve)
+
+    migrate = commands.add_parser("migrate", help="apply the schema migrations")
+    migrate.set_defaults(run=_migrate)
+
+    send = commands.add_parser("send", help="post one ProQuant v1 event (provider emulator)")
+    _client_options(send)
+    send.add_argument("--type", default="SIGNAL_OPEN", help="event type (default SIGNAL_OPEN)")
+    send.add_argument("--ticker", default="XAUUSD")
+    send.add_argument("--direction", choices=["BUY", "SELL"], default="BUY")
+    send.add_argument("--quantity", default="10", help="units, as a decimal number")
+    send.add_argument("--strategy-id", default="6bbc583bf6d70605bbbc892f66367ab7")
+    send.add_argument("--strategy-name", default="Gold High-Risk")
+    send.add_argument("--position-id", default="960fe1a63d264d0f4e19a0ebf385497e")
+    send.add_argument("--token", help="integration token (default: the config's first)")
+    send.add_argument("--token-header", help="header for the token (default: the config's)")
+    send.add_argument("--timestamp", type=int, help="Unix ms (default: now)")
+    send.add_argument("--deprecation", help="set v1's deprecation date")
+    send.set_defaults(run=_send)
+
+    positions = commands.add_parser("positions", help="list positions")
+    _client_options(positions)
+    positions.add_argument("--status", choices=["opening", "open", "closing", "closed"])
+    positions.add_argument("--strategy", help="provider strategy id")
+    positions.set_defaults(run=_positions)
+
+    book = commands.add_parser("book", help="an account's book: balance, holdings, trades")
+    _client_options(book)
+    book.add_argument("account")
+    book.set_defaults(run=_book)
+
+    events = commands.add_parser("events", help="the latest deliveries and their answers")
+    _client_options(events)
+    events.add_argument("--limit", type=int, default=20)
+    events.add_argument("--type")
+    events.add_argument("--state")
+    events.set_defaults(run=_events)
+    return parser
+
+
+def _client_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--url", help="service URL (default: http://HOST:PORT from config)")
+    command.add_argument(
+        "--api-key",
+        help="operator key (default: $SIGNALBRIDGE_API_KEY, else the config's first plain key)",
+    )
+    command.add_argument("--json", action="store_true", help="print the raw JSON answer")
+
+
+def _serve(arguments: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from app.application import create_app
+
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=arguments.host or settings.host,
+        port=arguments.port or settings.port,
+        log_level=settings.log_level.lower(),
+    )
+    return 0
+
+
+def _migrate(_arguments: argparse.Namespace, settings: Settings) -> int:
+    from app import migrate
+    from app.database import create_engine
+
+    async def run() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            await migrate.upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    print("migrations applied")
+    return 0
+
+
+def _url(arguments: argparse.Namespace, settings: Settings) -> str:
+    return str(arguments.url or f"http://{settings.host}:{settings.port}").rstrip("/")
+
+
+def _send(arguments: argparse.Namespace, settings: Settings) -> int:
+    integration = settings.integrations[0] if settings.integrations else None
+    token = arguments.token
+    if token is None and integration is not None and integration.tokens:
+        token = integration.tokens[0].get_secret_value()
+    header = arguments.token_header or (
+        integration.token_header if integration else "x-signalbridge-token"
+    )
+    envelope = {"v1": {"deprecation": arguments.deprecation, "event": _event(arguments)}}
+    # The quantity goes into the JSON as the exact decimal text given (never via a float).
+    quantity = str(Decimal(arguments.quantity))
+    body = json.dumps(envelope).replace(f'"{QUANTITY_PLACEHOLDER}"', quantity)
+    response = httpx.post(
+        f"{_url(arguments, settings)}/webhooks/proquant",
+        content=body,
+        headers={"content-type": "application/json", **({header: token} if token else {})},
+        timeout=10,
+    )
+    if arguments.json:
+        print(response.text or "{}")
+    else:
+        typed = " (typed: x-proquant-error)" if response.headers.get("x-proquant-error") else ""
+        print(f"{response.status_code}{typed} {response.text}".rstrip())
+    return 0 if response.status_code == 200 else 1
+
+
+def _event(arguments: argparse.Namespace) -> dict[str, Any]:
+    timestamp = arguments.timestamp if arguments.timestamp is not None else int(time.time() * 1000)
+    data: Any = None
+    if arguments.type.startswith("SIGNAL_"):
+        data = {
+            "direction": arguments.direction,
+            "ticker": arguments.ticker,
+            "quantity": QUANTITY_PLACEHOLDER,
+            "strategy": {"id": arguments.strategy_id, "name": arguments.strategy_name},
+            "proquantPositionId": arguments.position_id,
+        }
+    elif arguments.type.startswith("STRATEGY_"):
+        data = {"id": arguments.strategy_id, "name": arguments.strategy_name}
+    return {
+        "timestamp": timestamp,
+        "type": arguments.type,
+        "integration": EXAMPLE_INTEGRATION,
+        "data": data,
+    }
+
+
+def _get(arguments: argparse.Namespace, settings: Settings, path: str, **params: Any) -> Any:
+    key = arguments.api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+    if key is None:
+        key = next(
+            (k.key.get_secret_value() for k in settings.operator_keys if k.key is not None), ""
+        )
+    response = httpx.get(
+        f"{_url(arguments, settings)}{path}",
+        params={k: v for k, v in params.items() if v is not None},
+        headers={"x-api-key": key},
+        timeout=10,
+    )
+    if response.status_code != 200:
+        raise SystemExit(f"signalbridge: {response.status_code} {response.text}")
+    return response.json()
+
+
+def _positions(arguments: argparse.Namespace, settings: Settings) -> int:
+    answer = _get(
+        arguments, settings, "/api/positions", status=arguments.status, strategy=arguments.strategy
+    )
+    columns = [
+        "id",
+        "strategy_id",
+        "ticker",
+        "direction",
+        "status",
+        "quantity",
+        "average_entry",
+        "realized_pnl",
+        "attention",
+    ]
+    return _print(arguments, answer, answer["positions"], columns)
+
+
+def _book(arguments: argparse.Namespace, settings: Settings) -> int:
+    answer = _get(arguments, settings, f"/api/accounts/{arguments.account}/book")
+    if arguments.json:
+        print(json.dumps(answer, indent=2))
+        return 0
+    print(
+        f"account {answer['account']}: balance {answer['balance']}, "
+        f"realized PnL {answer['realized_pnl']}, fees {answer['fees']}"
+    )
+    holding = ", ".join(f"{t} {q}" for t, q in answer["holding"].items()) or "none"
+    print(f"holding: {holding}")
+    print(_table(answer["trades"], ["at", "type", "ticker", "quantity", "price", "fee"]))
+    return 0
+
+
+def _events(arguments: argparse.Namespace, settings: Settings) -> int:
+    answer = _get(
+        arguments,
+        settings,
+        "/api/events",
+        limit=arguments.limit,
+        type=arguments.type,
+        state=arguments.state,
+    )
+    columns = [
+        "id",
+        "received_at",
+        "type",
+        "strategy_id",
+        "state",
+        "answer_status",
+        "error_type",
+        "note",
+    ]
+    return _print(arguments, answer, answer["events"], columns)
+
+
+def _print(
+    arguments: argparse.Namespace, answer: Any, rows: list[dict[str, Any]], columns: list[str]
+) -> int:
+    print(json.dumps(answer, indent=2) if arguments.json else _table(rows, columns))
+    return 0
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[_cell(row.get(column)) for column in columns] for row in rows]
+    widths = [max(len(column), *(len(row[i]) for row in cells)) for i, column in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)

@@ -1,0 +1,293 @@
+"""Who is who: users, accounts, integrations with their tokens, and strategies.
+
+Each function runs inside a transaction its caller owns. :func:`sync_config` makes the
+database agree with the config file at start-up (idempotent); :func:`authenticate` finds
+the integration a request's token belongs to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app import schema, trading
+from app.database import insert_id
+from app.settings import Settings
+
+IntegrationStatus = str
+
+
+@dataclass(frozen=True, slots=True)
+class Integration:
+    id: int
+    name: str
+    status: IntegrationStatus
+    account_id: int
+    account_name: str
+    account_is_sandbox: bool
+    account_is_verified: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Strategy:
+    id: int
+    external_id: str
+    name: str
+    enabled: bool
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def authenticate(
+    connection: AsyncConnection, headers: Mapping[str, str]
+) -> tuple[Integration | None, str | None]:
+    """The integration whose live token arrived in its header, and the token presented.
+
+    Every live token is compared, in constant time, against the digest of what arrived in
+    that token's header; the search does not stop at the first match.
+    """
+    rows = (
+        await connection.execute(
+            select(
+                schema.integrations.c.id,
+                schema.integrations.c.token_header,
+                schema.integration_tokens.c.token_sha256,
+            )
+            .join(schema.integration_tokens)
+            .where(
+                schema.integration_tokens.c.revoked_at.is_(None),
+                schema.integrations.c.status != "deleted",
+            )
+        )
+    ).all()
+    found: int | None = None
+    presented: str | None = None
+    for integration_id, header, digest in rows:
+        value = headers.get(header)
+        if value is None:
+            continue
+        presented = value
+        if hmac.compare_digest(token_digest(value), digest):
+            found = integration_id
+    if found is None:
+        return None, presented
+    return await integration_by_id(connection, found), presented
+
+
+async def integration_by_id(connection: AsyncConnection, integration_id: int) -> Integration:
+    integrations, accounts = schema.integrations, schema.accounts
+    row = (
+        await connection.execute(
+            select(
+                integrations.c.id,
+                integrations.c.name,
+                integrations.c.status,
+                accounts.c.id,
+                accounts.c.name,
+                accounts.c.is_sandbox,
+                accounts.c.is_verified,
+            )
+            .join(accounts, accounts.c.id == integrations.c.account_id)
+            .where(integrations.c.id == integration_id)
+        )
+    ).one()
+    return Integration(*row)
+
+
+async def set_integration_status(
+    connection: AsyncConnection, integration_id: int, status: str, *, now: datetime
+) -> None:
+    await connection.execute(
+        update(schema.integrations)
+        .where(schema.integrations.c.id == integration_id)
+        .values(status=status, updated_at=now)
+    )
+
+
+async def ensure_strategy(
+    connection: AsyncConnection,
+    integration_id: int,
+    *,
+    external_id: str,
+    name: str,
+    enabled: bool | None,
+    now: datetime,
+) -> Strategy:
+    """The strategy, created (enabled) when first seen; ``enabled`` sets its flag."""
+    table = schema.strategies
+    row = (
+        await connection.execute(
+            select(table.c.id, table.c.enabled, table.c.name).where(
+                table.c.integration_id == integration_id, table.c.external_id == external_id
+            )
+        )
+    ).one_or_none()
+    if row is None:
+        new_enabled = True if enabled is None else enabled
+        strategy_id = await insert_id(
+            connection,
+            table.insert().values(
+                integration_id=integration_id,
+                external_id=external_id,
+                name=name,
+                enabled=new_enabled,
+                updated_at=now,
+            ),
+        )
+        return Strategy(strategy_id, external_id, name, new_enabled)
+    strategy_id, current, current_name = row
+    wanted = current if enabled is None else enabled
+    wanted_name = name or current_name
+    if wanted != current or wanted_name != current_name:
+        await connection.execute(
+            update(table)
+            .where(table.c.id == strategy_id)
+            .values(enabled=wanted, name=wanted_name, updated_at=now)
+        )
+    return Strategy(strategy_id, external_id, wanted_name, wanted)
+
+
+async def sync_config(connection: AsyncConnection, settings: Settings, *, now: datetime) -> None:
+    """Create what the config names and the database lacks; record initial deposits once.
+
+    Tokens named in the config are added; tokens no longer named are revoked. An
+    integration's status is set from the config only when it is created: afterwards the
+    provider's lifecycle events own it.
+    """
+    user_ids = {
+        user.email: await _upsert_user(connection, user.email, now=now) for user in settings.users
+    }
+    account_ids: dict[str, int] = {}
+    for account in settings.accounts:
+        account_ids[account.name] = await _upsert_account(
+            connection,
+            name=account.name,
+            user_id=user_ids[account.user],
+            broker=account.broker,
+            currency=account.currency,
+            is_sandbox=account.is_sandbox,
+            is_verified=account.is_verified,
+            now=now,
+        )
+        if account.initial_deposit:
+            await trading.record_deposit(
+                connection,
+                account_ids[account.name],
+                amount=account.initial_deposit,
+                reference=f"initial-deposit:{account.name}",
+                now=now,
+            )
+    for integration in settings.integrations:
+        integration_id = await _upsert_integration(
+            connection,
+            name=integration.name,
+            user_id=user_ids[integration.user],
+            account_id=account_ids[integration.account],
+            provider=integration.provider,
+            status=integration.status,
+            token_header=integration.token_header,
+            now=now,
+        )
+        digests = {token_digest(token.get_secret_value()) for token in integration.tokens}
+        digests |= {digest.lower() for digest in integration.token_sha256}
+        await _sync_tokens(connection, integration_id, digests, now=now)
+
+
+async def _upsert_user(connection: AsyncConnection, email: str, *, now: datetime) -> int:
+    table = schema.users
+    existing = await connection.scalar(select(table.c.id).where(table.c.email == email))
+    if existing is not None:
+        return int(existing)
+    return await insert_id(connection, table.insert().values(email=email, created_at=now))
+
+
+async def _upsert_account(
+    connection: AsyncConnection,
+    *,
+    name: str,
+    user_id: int,
+    broker: str,
+    currency: str,
+    is_sandbox: bool,
+    is_verified: bool,
+    now: datetime,
+) -> int:
+    table = schema.accounts
+    values = {
+        "user_id": user_id,
+        "broker": broker,
+        "currency": currency,
+        "is_sandbox": is_sandbox,
+        "is_verified": is_verified,
+    }
+    existing = await connection.scalar(select(table.c.id).where(table.c.name == name))
+    if existing is not None:
+        await connection.execute(update(table).where(table.c.id == existing).values(**values))
+        return int(existing)
+    return await insert_id(
+        connection, table.insert().values(name=name, cash=Decimal(0), created_at=now, **values)
+    )
+
+
+async def _upsert_integration(
+    connection: AsyncConnection,
+    *,
+    name: str,
+    user_id: int,
+    account_id: int,
+    provider: str,
+    status: str,
+    token_header: str,
+    now: datetime,
+) -> int:
+    table = schema.integrations
+    values = {"user_id": user_id, "account_id": account_id, "token_header": token_header}
+    existing = await connection.scalar(select(table.c.id).where(table.c.name == name))
+    if existing is not None:
+        await connection.execute(update(table).where(table.c.id == existing).values(**values))
+        return int(existing)
+    return await insert_id(
+        connection,
+        table.insert().values(
+            name=name, provider=provider, status=status, updated_at=now, **values
+        ),
+    )
+
+
+async def _sync_tokens(
+    connection: AsyncConnection, integration_id: int, digests: set[str], *, now: datetime
+) -> None:
+    table = schema.integration_tokens
+    known = dict(
+        (
+            await connection.execute(
+                select(table.c.token_sha256, table.c.revoked_at).where(
+                    table.c.integration_id == integration_id
+                )
+            )
+        ).all()
+    )
+    for digest in digests - known.keys():
+        await connection.execute(
+            table.insert().values(
+                integration_id=integration_id, token_sha256=digest, created_at=now
+            )
+        )
+    revived = {digest for digest in digests & known.keys() if known[digest] is not None}
+    retired = {digest for digest, revoked in known.items() if revoked is None} - digests
+    for digests_to_set, revoked_at in ((revived, None), (retired, now)):
+        if digests_to_set:
+            await connection.execute(
+                update(table)
+                .where(table.c.token_sha256.in_(digests_to_set))
+                .values(revoked_at=revoked_at)
+            )

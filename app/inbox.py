@@ -1,0 +1,213 @@
+"""The inbox: every delivery that passes the size limit, stored with its answer.
+
+A delivery row is written before anything executes. The first delivery of a dedupe key
+claims it (a partial unique index over first deliveries); a repeat is stored as a duplicate
+of the first and gets the first's stored answer. States of a first delivery:
+
+==============  =============================================================
+``pending``     claimed and running (or interrupted: start-up reconciles it)
+``done``        answered 200 after doing what the event asked
+``ignored``     answered 200; nothing to do (an unknown or irrelevant type)
+``failed``      answered with an error that is final for this event
+``retryable``   answered 503 (broker unreachable, or interrupted); a redelivery runs it again
+``duplicate``   a repeat of another delivery (``duplicate_of``)
+==============  =============================================================
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import Select, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app import errors, schema
+from app.database import insert_id
+
+State = Literal["pending", "done", "ignored", "failed", "retryable", "duplicate"]
+FINAL_STATES = frozenset({"done", "ignored", "failed", "retryable", "duplicate"})
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: bytes = b""
+    typed: bool = False
+    error_type: str | None = None
+
+
+OK = Answer(200)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What arrived, before any of it is trusted."""
+
+    raw_body: bytes
+    body_sha256: str
+    content_type: str | None
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Details:
+    """What parsing and authentication learned about a delivery."""
+
+    integration_id: int | None = None
+    version: str | None = None
+    deprecation: str | None = None
+    event_type: str | None = None
+    strategy_external_id: str | None = None
+    provider_position_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    id: int
+    state: str
+    body_sha256: str
+    answer: Answer | None
+
+
+async def store(
+    connection: AsyncConnection,
+    delivery: Delivery,
+    details: Details,
+    *,
+    dedupe_key: str | None,
+    answer: Answer | None = None,
+    duplicate_of: int | None = None,
+) -> int | None:
+    """Insert the delivery. With a dedupe key already claimed, insert nothing and return
+    None; the caller stores it again as a duplicate."""
+    state: State = "duplicate" if duplicate_of is not None else "pending"
+    values: dict[str, object] = {
+        "received_at": delivery.received_at,
+        "raw_body": delivery.raw_body,
+        "body_sha256": delivery.body_sha256,
+        "content_type": delivery.content_type,
+        "dedupe_key": dedupe_key,
+        "duplicate_of": duplicate_of,
+        "integration_id": details.integration_id,
+        "version": details.version,
+        "deprecation": details.deprecation,
+        "event_type": details.event_type,
+        "strategy_external_id": details.strategy_external_id,
+        "provider_position_id": details.provider_position_id,
+        "state": state,
+    }
+    if answer is not None:
+        final: State = "duplicate" if duplicate_of is not None else "failed"
+        values |= _answer_values(answer, state=final, now=delivery.received_at)
+    try:
+        async with connection.begin_nested():
+            return await insert_id(connection, schema.events.insert().values(**values))
+    except IntegrityError:
+        if dedupe_key is None or duplicate_of is not None:
+            raise
+        return None
+
+
+async def first_delivery(connection: AsyncConnection, dedupe_key: str) -> Stored:
+    table = schema.events
+    row = (
+        await connection.execute(
+            _stored_columns().where(
+                table.c.dedupe_key == dedupe_key, table.c.duplicate_of.is_(None)
+            )
+        )
+    ).one()
+    return _stored(row)
+
+
+async def load(connection: AsyncConnection, event_id: int) -> Stored:
+    row = (await connection.execute(_stored_columns().where(schema.events.c.id == event_id))).one()
+    return _stored(row)
+
+
+async def rerun(connection: AsyncConnection, event_id: int) -> bool:
+    """Take a ``retryable`` event back to ``pending``; False if another delivery did first."""
+    result = await connection.execute(
+        update(schema.events)
+        .where(schema.events.c.id == event_id, schema.events.c.state == "retryable")
+        .values(state="pending")
+    )
+    return result.rowcount == 1
+
+
+async def finish(
+    connection: AsyncConnection,
+    event_id: int,
+    answer: Answer,
+    *,
+    state: State,
+    now: datetime,
+    note: str | None = None,
+    timings: dict[str, float] | None = None,
+) -> None:
+    values = _answer_values(answer, state=state, now=now)
+    if note is not None:
+        values["note"] = note
+    if timings is not None:
+        values["timings"] = json.dumps({k: round(v, 3) for k, v in timings.items()})
+    await connection.execute(
+        update(schema.events).where(schema.events.c.id == event_id).values(**values)
+    )
+
+
+async def interrupted(connection: AsyncConnection) -> list[int]:
+    """First deliveries left ``pending`` by a crash."""
+    table = schema.events
+    return list(
+        (
+            await connection.execute(
+                select(table.c.id).where(table.c.state == "pending").order_by(table.c.id)
+            )
+        ).scalars()
+    )
+
+
+def _answer_values(answer: Answer, *, state: State, now: datetime) -> dict[str, object]:
+    return {
+        "state": state,
+        "answer_status": answer.status,
+        "answer_body": answer.body.decode() if answer.body else "",
+        "error_type": answer.error_type,
+        "answered_at": now,
+    }
+
+
+def _stored_columns() -> Select[Any]:
+    table = schema.events
+    return select(
+        table.c.id,
+        table.c.state,
+        table.c.body_sha256,
+        table.c.answer_status,
+        table.c.answer_body,
+        table.c.error_type,
+    )
+
+
+def _stored(row: tuple[object, ...]) -> Stored:
+    event_id, state, body_sha256, status, body, error_type = row
+    answer = None
+    if status is not None:
+        answer = Answer(
+            status=int(str(status)),
+            body=str(body or "").encode(),
+            typed=error_type is not None and _is_protocol_type(str(error_type)),
+            error_type=None if error_type is None else str(error_type),
+        )
+    return Stored(
+        id=int(str(event_id)), state=str(state), body_sha256=str(body_sha256), answer=answer
+    )
+
+
+def _is_protocol_type(error_type: str) -> bool:
+    candidate = getattr(errors, error_type, None)
+    return isinstance(candidate, type) and issubclass(candidate, errors.ProtocolError)

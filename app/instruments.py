@@ -1,0 +1,74 @@
+"""Instruments: a provider ticker mapped to a broker symbol, with its order rules.
+
+Pure values and checks; no I/O. The checks raise the protocol's typed errors, in the order
+the protocol fixes: precision, then too low (quantity or notional), then too high.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+
+from app.errors import InvalidQuantityPrecision, QuantityTooHigh, QuantityTooLow
+from app.sessions import ALWAYS, Sessions, parse_sessions
+from app.settings import InstrumentConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    ticker: str
+    symbol: str
+    quantity_step: Decimal
+    min_quantity: Decimal
+    max_quantity: Decimal | None
+    min_notional: Decimal
+    sessions: Sessions
+    price: Decimal | None
+
+    @classmethod
+    def from_config(cls, config: InstrumentConfig) -> Instrument:
+        sessions = (
+            ALWAYS
+            if config.sessions == "always"
+            else parse_sessions(config.sessions.timezone, config.sessions.windows)
+        )
+        return cls(
+            ticker=config.ticker,
+            symbol=config.symbol,
+            quantity_step=config.quantity_step,
+            min_quantity=config.min_quantity,
+            max_quantity=config.max_quantity,
+            min_notional=config.min_notional,
+            sessions=sessions,
+            price=config.price,
+        )
+
+    def check_precision(self, quantity: Decimal) -> None:
+        if quantity % self.quantity_step != 0:
+            raise InvalidQuantityPrecision(
+                f"{self.ticker} trades in steps of {self.quantity_step}; {quantity} is not one"
+            )
+
+    def check_size(self, quantity: Decimal, *, price: Decimal) -> None:
+        if quantity <= 0 or quantity < self.min_quantity:
+            raise QuantityTooLow(
+                f"{self.ticker} needs at least {self.min_quantity} units; got {quantity}"
+            )
+        notional = quantity * price
+        if notional < self.min_notional:
+            raise QuantityTooLow(
+                f"{self.ticker} orders need a notional of at least {self.min_notional}; "
+                f"{quantity} at {price} is {notional}"
+            )
+        if self.max_quantity is not None and quantity > self.max_quantity:
+            raise QuantityTooHigh(
+                f"{self.ticker} allows at most {self.max_quantity} units; got {quantity}"
+            )
+
+    def floor_to_step(self, quantity: Decimal) -> Decimal:
+        return quantity - quantity % self.quantity_step
+
+
+def instruments_by_ticker(configs: Iterable[InstrumentConfig]) -> Mapping[str, Instrument]:
+    return {config.ticker: Instrument.from_config(config) for config in configs}

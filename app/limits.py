@@ -1,0 +1,50 @@
+"""The body size limit, for every endpoint (ASGI middleware).
+
+A declared ``Content-Length`` over the limit is refused before the body is read; a body
+without one (chunked) is counted as it streams and refused the moment it passes the limit.
+Either way the answer is 413 and nothing of the body is stored.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import BodyTooLarge, MalformedBody
+from app.responses import error_response
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self._app = app
+        self._max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None:
+            refusal = self._check_declared(declared)
+            if refusal is not None:
+                await error_response(refusal)(scope, receive, send)
+                return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self._max_bytes:
+                    raise self._too_large()
+            return message
+
+        await self._app(scope, limited, send)
+
+    def _check_declared(self, declared: bytes) -> BodyTooLarge | MalformedBody | None:
+        if not declared.isdigit():
+            return MalformedBody("Content-Length is not a number")
+        return self._too_large() if int(declared) > self._max_bytes else None
+
+    def _too_large(self) -> BodyTooLarge:
+        return BodyTooLarge(f"the body is over the limit of {self._max_bytes} bytes")

@@ -1,0 +1,86 @@
+"""The paper broker: fills every market order at once, at the configured quote.
+
+It is a broker like any other (it implements :class:`app.broker.Broker`), not a flag inside
+a live one. A buy fills at ``quote * (1 + slippage)``, a sell at ``quote * (1 - slippage)``;
+the fee is ``fee_bps`` of the fill's notional. Its order book and balances live in memory:
+after a restart it knows no orders, so start-up reconciliation treats an intent it does not
+know as never placed. The ledger, not this object, is the record of a paper account.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from app.broker import Fill, OrderReport, OrderRequest
+from app.errors import OrderRejected
+
+BASIS_POINT = Decimal("0.0001")
+
+
+class PaperBroker:
+    def __init__(
+        self,
+        prices: Mapping[str, Decimal],
+        *,
+        currency: str,
+        cash: Decimal = Decimal(0),
+        fee_bps: Decimal = Decimal(0),
+        slippage_bps: Decimal = Decimal(0),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._prices = dict(prices)
+        self._currency = currency
+        self._fee_rate = fee_bps * BASIS_POINT
+        self._slippage = slippage_bps * BASIS_POINT
+        self._clock = clock
+        self._orders: dict[str, OrderReport] = {}
+        self._balances: dict[str, Decimal] = {currency: cash}
+
+    def set_price(self, symbol: str, price: Decimal) -> None:
+        """Move the simulated market (tests and forward-testing drivers use this)."""
+        self._prices[symbol] = price
+
+    async def quote(self, symbol: str) -> Decimal:
+        try:
+            return self._prices[symbol]
+        except KeyError:
+            raise OrderRejected(f"the paper broker has no price for {symbol}") from None
+
+    async def submit(self, order: OrderRequest) -> OrderReport:
+        known = self._orders.get(order.client_order_id)
+        if known is not None:
+            return known
+        quote = await self.quote(order.symbol)
+        sign = 1 if order.side == "buy" else -1
+        price = quote * (1 + sign * self._slippage)
+        fee = order.quantity * price * self._fee_rate
+        number = len(self._orders) + 1
+        fill = Fill(
+            fill_id=f"paper-fill-{number}",
+            quantity=order.quantity,
+            price=price,
+            fee=fee,
+            at=self._clock(),
+        )
+        report = OrderReport(
+            client_order_id=order.client_order_id,
+            broker_order_id=f"paper-{number}",
+            status="filled",
+            fills=(fill,),
+        )
+        self._orders[order.client_order_id] = report
+        base = order.symbol.split("/")[0]
+        self._balances[base] = self._balances.get(base, Decimal(0)) + sign * order.quantity
+        self._balances[self._currency] -= sign * order.quantity * price + fee
+        return report
+
+    async def fetch_order(self, client_order_id: str, *, symbol: str) -> OrderReport | None:
+        return self._orders.get(client_order_id)
+
+    async def balances(self) -> Mapping[str, Decimal]:
+        return dict(self._balances)
+
+    async def close(self) -> None:
+        return None

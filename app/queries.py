@@ -1,0 +1,172 @@
+"""The read side: what the operator API and the CLI show, as JSON-ready dictionaries.
+
+Decimals stay ``Decimal`` here; :func:`app.responses.to_json` writes them as strings.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app import ledger, schema
+from app.errors import NotFound
+
+EVENT_LIMIT_MAX = 1000
+
+
+async def positions(
+    connection: AsyncConnection, *, status: str | None = None, strategy: str | None = None
+) -> list[dict[str, Any]]:
+    p, s, a = schema.positions, schema.strategies, schema.accounts
+    query = (
+        select(
+            p.c.id,
+            s.c.external_id.label("strategy_id"),
+            s.c.name.label("strategy_name"),
+            a.c.name.label("account"),
+            p.c.ticker,
+            p.c.direction,
+            p.c.status,
+            p.c.quantity,
+            p.c.cost,
+            p.c.realized_pnl,
+            p.c.provider_position_id,
+            p.c.opened_at,
+            p.c.closed_at,
+            p.c.attention,
+        )
+        .join(s, s.c.id == p.c.strategy_id)
+        .join(a, a.c.id == p.c.account_id)
+        .order_by(p.c.id)
+    )
+    if status is not None:
+        query = query.where(p.c.status == status)
+    if strategy is not None:
+        query = query.where(s.c.external_id == strategy)
+    result = []
+    for row in await connection.execute(query):
+        item = dict(row._mapping)
+        quantity, cost = item.pop("quantity"), item.pop("cost")
+        item["quantity"] = quantity
+        item["average_entry"] = abs(cost) / quantity if quantity else None
+        result.append(item)
+    return result
+
+
+async def account_id(connection: AsyncConnection, name: str) -> int:
+    found = (
+        await connection.execute(select(schema.accounts.c.id).where(schema.accounts.c.name == name))
+    ).scalar_one_or_none()
+    if found is None:
+        raise NotFound(f"no account named {name!r}")
+    return int(found)
+
+
+async def journal(connection: AsyncConnection, account: int) -> list[ledger.JournalEntry]:
+    """The account's journal in order, as :mod:`app.ledger` values."""
+    t, p = schema.ledger_transactions, schema.postings
+    postings_by_transaction: dict[int, list[ledger.Posting]] = {}
+    rows = await connection.execute(
+        select(p.c.transaction_id, p.c.ledger_account, p.c.amount, p.c.ticker, p.c.quantity)
+        .where(p.c.account_id == account)
+        .order_by(p.c.id)
+    )
+    for transaction_id, ledger_account, amount, ticker, quantity in rows:
+        postings_by_transaction.setdefault(transaction_id, []).append(
+            ledger.Posting(ledger_account, amount, ticker, quantity)
+        )
+    entries = []
+    transactions = await connection.execute(
+        select(t.c.id, t.c.at, t.c.ticker, t.c.side, t.c.quantity, t.c.price, t.c.fee)
+        .where(t.c.account_id == account)
+        .order_by(t.c.id)
+    )
+    for transaction_id, at, ticker, side, quantity, price, fee in transactions:
+        trade = None if ticker is None else ledger.Trade(ticker, side, quantity, price, fee)
+        entries.append(
+            ledger.JournalEntry(at, postings_by_transaction.get(transaction_id, []), trade)
+        )
+    return entries
+
+
+async def book(connection: AsyncConnection, name: str) -> dict[str, Any]:
+    account = await account_id(connection, name)
+    derived = ledger.build_book(await journal(connection, account))
+    return {
+        "account": name,
+        "balance": derived.balance,
+        "holding": derived.holding,
+        "trades": [
+            {
+                "at": at,
+                "type": trade.side,
+                "ticker": trade.ticker,
+                "price": trade.price,
+                "quantity": trade.quantity,
+                "fee": trade.fee,
+            }
+            for at, trade in derived.trades
+        ],
+        "value": [{"at": point.at, "equity": point.equity} for point in derived.value],
+        "realized_pnl": derived.realized_pnl,
+        "fees": derived.fees,
+        "capital": derived.capital,
+    }
+
+
+async def events(
+    connection: AsyncConnection,
+    *,
+    limit: int = 100,
+    event_type: str | None = None,
+    state: str | None = None,
+) -> list[dict[str, Any]]:
+    e = schema.events
+    query = (
+        select(
+            e.c.id,
+            e.c.received_at,
+            e.c.event_type.label("type"),
+            e.c.version,
+            e.c.deprecation,
+            e.c.strategy_external_id.label("strategy_id"),
+            e.c.provider_position_id,
+            e.c.state,
+            e.c.duplicate_of,
+            e.c.error_type,
+            e.c.answer_status,
+            e.c.answer_body,
+            e.c.note,
+            e.c.timings,
+        )
+        .order_by(e.c.id.desc())
+        .limit(max(1, min(limit, EVENT_LIMIT_MAX)))
+    )
+    if event_type is not None:
+        query = query.where(e.c.event_type == event_type)
+    if state is not None:
+        query = query.where(e.c.state == state)
+    result = []
+    for row in await connection.execute(query):
+        item = dict(row._mapping)
+        item["timings"] = json.loads(item["timings"]) if item["timings"] else None
+        result.append(item)
+    return result
+
+
+async def version_warnings(connection: AsyncConnection) -> list[dict[str, Any]]:
+    """Envelope versions in use that the provider has dated for deprecation."""
+    e = schema.events
+    rows = await connection.execute(
+        select(e.c.version, e.c.deprecation, func.max(e.c.received_at), func.count())
+        .where(e.c.deprecation.is_not(None))
+        .group_by(e.c.version, e.c.deprecation)
+        .order_by(e.c.version)
+    )
+    return [
+        {"version": version, "deprecation": deprecation, "last_seen": seen, "deliveries": count}
+        for version, deprecation, seen, count in rows
+    ]

@@ -1,0 +1,463 @@
+"""Receiving one delivery: the use case from raw body to stored answer.
+
+``Receiver.receive`` is the whole flow of DESIGN.md section 3 after the size limit:
+store the delivery, authenticate, claim the dedupe key (a repeat gets the stored answer),
+route by type, run the rules, persist the intent, call the broker, record the outcome.
+The rules are pure (:mod:`app.rules`); the storage steps are :mod:`app.inbox`,
+:mod:`app.directory` and :mod:`app.trading`, each inside one transaction opened here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from app import directory, inbox, trading
+from app.broker import Broker
+from app.database import Database
+from app.errors import (
+    BrokerUnavailable,
+    IdempotencyConflict,
+    InvalidCredentials,
+    PositionNotFound,
+    ProtocolError,
+    RequestError,
+    SignalbridgeError,
+    StaleSignal,
+    UnsupportedInstrument,
+    UnsupportedMediaType,
+)
+from app.execution import Execution, LegBusy
+from app.instruments import Instrument
+from app.protocol import (
+    INTEGRATION_TYPES,
+    SIGNAL_TYPES,
+    ParsedEvent,
+    header_dedupe_key,
+    parse_envelope,
+)
+from app.rules import AccountTerms, Direction, StrategyRules, check_session, plan_open
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+IDEMPOTENCY_HEADERS = ("idempotency-key", "webhook-id")
+INTEGRATION_STATUS = {
+    "INTEGRATION_APPROVED": "approved",
+    "INTEGRATION_REJECTED": "rejected",
+    "INTEGRATION_DELETED": "deleted",
+}
+POLL_SECONDS = 0.01
+
+
+def answer_for(error: SignalbridgeError) -> inbox.Answer:
+    """The HTTP answer for an error: typed (with ``x-proquant-error``) or generic."""
+    if isinstance(error, ProtocolError):
+        body = {"type": error.type, "message": error.message}
+        return inbox.Answer(error.status_code, _json(body), typed=True, error_type=error.type)
+    body = {"error": error.code, "message": error.message}
+    return inbox.Answer(error.status_code, _json(body), error_type=error.code)
+
+
+def _json(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+@dataclass(slots=True)
+class Run:
+    """One event being executed."""
+
+    event_id: int
+    dedupe_key: str
+    parsed: ParsedEvent
+    integration: directory.Integration
+    resuming: bool
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+class Receiver:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        database: Database,
+        brokers: Mapping[str, Broker],
+        instruments: Mapping[str, Instrument],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._settings = settings
+        self._database = database
+        self._instruments = instruments
+        self._clock = clock
+        self._execution = Execution(
+            database=database,
+            brokers=brokers,
+            clock=clock,
+            timeout=settings.broker_timeout_seconds,
+        )
+
+    async def reconcile(self) -> None:
+        """Settle what a crash left open; run before the first delivery is served."""
+        await self._execution.reconcile()
+
+    async def receive(
+        self, raw_body: bytes, *, content_type: str | None, headers: Mapping[str, str]
+    ) -> inbox.Answer:
+        started = time.perf_counter()
+        digest = hashlib.sha256(raw_body).hexdigest()
+        delivery = inbox.Delivery(raw_body, digest, content_type, self._clock())
+        parsed: ParsedEvent | None = None
+        error: SignalbridgeError | None = None
+        try:
+            _check_content_type(content_type)
+            parsed = parse_envelope(raw_body)
+        except RequestError as exc:
+            error = exc
+        async with self._database.read() as connection:
+            integration, presented = await directory.authenticate(connection, headers)
+        if presented:
+            # The provider echoes its webhook headers, token included, inside the body.
+            redacted = raw_body.replace(presented.encode(), b"[redacted]")
+            delivery = inbox.Delivery(redacted, digest, content_type, delivery.received_at)
+        details = _details(parsed, integration)
+        key = ""
+        if error is None and parsed is not None:
+            error = _credentials_error(parsed, integration)
+        if error is None and parsed is not None and integration is not None:
+            try:
+                key = _dedupe_key(parsed, integration.id, headers)
+            except RequestError as exc:
+                error = exc
+        if error is not None or parsed is None or integration is None:
+            answer = answer_for(error or InvalidCredentials("unknown integration"))
+            async with self._database.write() as connection:
+                await inbox.store(connection, delivery, details, dedupe_key=None, answer=answer)
+            return answer
+        if parsed.deprecation:
+            log.warning(
+                "envelope version %s is deprecated from %s", parsed.version, parsed.deprecation
+            )
+        async with self._database.write() as connection:
+            event_id = await inbox.store(connection, delivery, details, dedupe_key=key)
+        if event_id is None:
+            return await self._repeat(delivery, details, key, parsed, integration)
+        run = Run(event_id, key, parsed, integration, resuming=False)
+        run.timings["receive_ms"] = (time.perf_counter() - started) * 1000
+        return await self._run(run)
+
+    async def _repeat(
+        self,
+        delivery: inbox.Delivery,
+        details: inbox.Details,
+        key: str,
+        parsed: ParsedEvent,
+        integration: directory.Integration,
+    ) -> inbox.Answer:
+        """A repeat of a claimed key: wait for the first to finish, answer what it answered."""
+        deadline = time.monotonic() + self._settings.duplicate_wait_seconds
+        while True:
+            async with self._database.read() as connection:
+                first = await inbox.first_delivery(connection, key)
+            if first.body_sha256 != delivery.body_sha256:
+                answer = answer_for(
+                    IdempotencyConflict("this dedupe key was delivered before with another body")
+                )
+                break
+            if first.state == "retryable":
+                async with self._database.write() as connection:
+                    claimed = await inbox.rerun(connection, first.id)
+                if claimed:
+                    answer = await self._run(Run(first.id, key, parsed, integration, resuming=True))
+                    break
+            elif first.state != "pending" and first.answer is not None:
+                answer = first.answer
+                break
+            if time.monotonic() > deadline:
+                answer = answer_for(
+                    BrokerUnavailable("the first delivery of this event is still running")
+                )
+                break
+            await asyncio.sleep(POLL_SECONDS)
+        async with self._database.write() as connection:
+            await inbox.store(
+                connection, delivery, details, dedupe_key=key, answer=answer, duplicate_of=first.id
+            )
+        return answer
+
+    async def _run(self, run: Run) -> inbox.Answer:
+        state: inbox.State = "done"
+        answer = inbox.OK
+        try:
+            event_type = run.parsed.event.type
+            if event_type in SIGNAL_TYPES:
+                await self._signal(run)
+            elif event_type in INTEGRATION_TYPES:
+                await self._integration_event(run)
+            elif run.parsed.strategy is not None:
+                await self._strategy_event(run)
+            else:
+                state = "ignored"
+        except BrokerUnavailable as exc:
+            state, answer = "retryable", answer_for(exc)
+        except SignalbridgeError as exc:
+            state, answer = "failed", answer_for(exc)
+        finished = time.perf_counter()
+        async with self._database.write() as connection:
+            await inbox.finish(
+                connection,
+                run.event_id,
+                answer,
+                state=state,
+                now=self._clock(),
+                note="; ".join(run.notes) or None,
+                timings=run.timings,
+            )
+        run.timings["commit_ms"] = (time.perf_counter() - finished) * 1000
+        log.info(
+            "event %s %s answered %s",
+            run.dedupe_key,
+            run.parsed.event.type,
+            answer.status,
+            extra={"dedupe_key": run.dedupe_key, "timings": run.timings},
+        )
+        return answer
+
+    async def _integration_event(self, run: Run) -> None:
+        status = INTEGRATION_STATUS[run.parsed.event.type]
+        async with self._database.write() as connection:
+            await directory.set_integration_status(
+                connection, run.integration.id, status, now=self._clock()
+            )
+
+    async def _strategy_event(self, run: Run) -> None:
+        assert run.parsed.strategy is not None
+        enabled = run.parsed.event.type == "STRATEGY_ENABLED"
+        async with self._database.write() as connection:
+            strategy = await directory.ensure_strategy(
+                connection,
+                run.integration.id,
+                external_id=run.parsed.strategy.id,
+                name=run.parsed.strategy.name,
+                enabled=enabled,
+                now=self._clock(),
+            )
+            position = await trading.position_of(connection, strategy.id)
+            if enabled or position is None:
+                return
+            if not self._settings.close_position_on_disable:
+                await trading.flag_position(
+                    connection, position.id, "the provider disabled the strategy; still open"
+                )
+                run.notes.append(f"position {position.id} left open and flagged")
+                return
+        await self._close(run, strategy, required=True)
+
+    async def _signal(self, run: Run) -> None:
+        signal = run.parsed.signal
+        assert signal is not None
+        age = abs(self._clock().timestamp() * 1000 - run.parsed.event.timestamp) / 1000
+        if age > self._settings.max_signal_age_seconds:
+            raise StaleSignal(
+                f"the signal's timestamp is {age:.0f} s from now; at most "
+                f"{self._settings.max_signal_age_seconds:.0f} s is accepted"
+            )
+        async with self._database.write() as connection:
+            strategy = await directory.ensure_strategy(
+                connection,
+                run.integration.id,
+                external_id=signal.strategy.id,
+                name=signal.strategy.name,
+                enabled=True,
+                now=self._clock(),
+            )
+        event_type = run.parsed.event.type
+        if event_type == "SIGNAL_CLOSE":
+            await self._close(run, strategy, required=True)
+            return
+        if event_type == "SIGNAL_REOPEN" and not await self._close(run, strategy, required=False):
+            run.notes.append("reopen found no position to close; opened only")
+        await self._open(run, strategy)
+
+    async def _open(self, run: Run, strategy: directory.Strategy) -> None:
+        signal = run.parsed.signal
+        assert signal is not None
+        attempt = await self._execution.resume(run.event_id, "open", resuming=run.resuming)
+        if attempt is None:
+            return
+        account = self._settings.account(run.integration.account_name)
+        instrument = self._instruments.get(signal.ticker)
+        broker_started = time.perf_counter()
+        quote = (
+            await self._execution.quote(account.name, instrument.symbol)
+            if instrument
+            else Decimal(0)
+        )
+        run.timings["quote_ms"] = (time.perf_counter() - broker_started) * 1000
+        configured = self._settings.strategy_rules(
+            integration=run.integration.name, strategy_id=strategy.external_id
+        )
+        rules = StrategyRules(
+            configured.quantity_multiplier,
+            configured.max_order_quantity,
+            configured.allocation_percent,
+        )
+        terms = _terms(self._settings, run.integration.account_name)
+        direction: Direction = "long" if signal.direction == "BUY" else "short"
+        now = self._clock()
+        checks_started = time.perf_counter()
+        async with self._database.write() as connection:
+            intent = await trading.reserve_open(
+                connection,
+                event_id=run.event_id,
+                strategy_id=strategy.id,
+                account_id=run.integration.account_id,
+                client_order_id=client_order_id(run.dedupe_key, "o", attempt),
+                provider_position_id=signal.proquantPositionId,
+                direction=direction,
+                terms=terms,
+                decide=lambda funds, has_open: plan_open(
+                    instrument,
+                    signal.ticker,
+                    direction=direction,
+                    quantity=signal.quantity,
+                    quote=quote,
+                    rules=rules,
+                    terms=terms,
+                    funds=funds,
+                    has_open_position=has_open,
+                    now=now,
+                ),
+                now=now,
+            )
+        run.timings["checks_ms"] = (time.perf_counter() - checks_started) * 1000
+        await self._execution.execute(account.name, intent, timings=run.timings)
+
+    async def _close(self, run: Run, strategy: directory.Strategy, *, required: bool) -> bool:
+        """Close the strategy's position; False when there is none and none is required."""
+        attempt = await self._execution.resume(run.event_id, "close", resuming=run.resuming)
+        if attempt is None:
+            return True
+        account = self._settings.account(run.integration.account_name)
+        deadline = time.monotonic() + self._settings.duplicate_wait_seconds
+        while True:
+            try:
+                intent = await self._reserve_close(run, strategy, attempt=attempt)
+                break
+            except LegBusy:
+                # An earlier event's order for this position is still at the broker.
+                if time.monotonic() > deadline:
+                    raise BrokerUnavailable(
+                        "the position is still being opened or closed"
+                    ) from None
+                await asyncio.sleep(POLL_SECONDS)
+        if intent is None:
+            if required:
+                raise PositionNotFound("the strategy has no open position")
+            return False
+        await self._execution.execute(account.name, intent, timings=run.timings)
+        return True
+
+    async def _reserve_close(
+        self, run: Run, strategy: directory.Strategy, *, attempt: int
+    ) -> trading.OrderIntent | None:
+        now = self._clock()
+        async with self._database.write() as connection:
+            position = await trading.position_of(connection, strategy.id)
+            if position is None:
+                return None
+            if position.status != "open":
+                raise LegBusy(position.status)
+            instrument = self._instruments.get(position.ticker)
+            if instrument is None:
+                raise UnsupportedInstrument(f"{position.ticker} is no longer configured")
+            check_session(instrument, now=now)
+            signal = run.parsed.signal
+            if signal is not None and signal.quantity != position.quantity:
+                run.notes.append(
+                    f"signal quantity {signal.quantity} differs from the position's "
+                    f"{position.quantity}; closed the whole position"
+                )
+            return await trading.reserve_close(
+                connection,
+                position,
+                event_id=run.event_id,
+                strategy_id=strategy.id,
+                account_id=run.integration.account_id,
+                client_order_id=client_order_id(run.dedupe_key, "c", attempt),
+                symbol=instrument.symbol,
+                now=now,
+            )
+
+
+def client_order_id(dedupe_key: str, leg: str, attempt: int) -> str:
+    """Deterministic from the event: the same event asks the broker for the same order.
+
+    ``sb`` + 24 hex digits of the key's SHA-256 + the leg (``o`` open, ``c`` close) + the
+    attempt number: 30 characters of ``[a-z0-9-]``, inside every exchange's charset.
+    """
+    return f"sb-{hashlib.sha256(dedupe_key.encode()).hexdigest()[:24]}-{leg}{attempt}"
+
+
+def _check_content_type(content_type: str | None) -> None:
+    if content_type is None:
+        return
+    media_type = content_type.split(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise UnsupportedMediaType(f"send application/json, not {media_type or 'nothing'}")
+
+
+def _credentials_error(
+    parsed: ParsedEvent, integration: directory.Integration | None
+) -> InvalidCredentials | None:
+    if integration is None:
+        return InvalidCredentials("no integration owns the token sent with this event")
+    if parsed.event.type not in SIGNAL_TYPES:
+        return None
+    if integration.status != "approved":
+        return InvalidCredentials(f"the integration is {integration.status}, not approved")
+    if not integration.account_is_sandbox and not integration.account_is_verified:
+        return InvalidCredentials(
+            f"the production account {integration.account_name} is not verified yet"
+        )
+    return None
+
+
+def _details(
+    parsed: ParsedEvent | None, integration: directory.Integration | None
+) -> inbox.Details:
+    integration_id = integration.id if integration else None
+    if parsed is None:
+        return inbox.Details(integration_id=integration_id)
+    return inbox.Details(
+        integration_id=integration_id,
+        version=parsed.version,
+        deprecation=parsed.deprecation,
+        event_type=parsed.event.type,
+        strategy_external_id=parsed.strategy_id,
+        provider_position_id=parsed.provider_position_id,
+    )
+
+
+def _dedupe_key(parsed: ParsedEvent, integration_id: int, headers: Mapping[str, str]) -> str:
+    for name in IDEMPOTENCY_HEADERS:
+        value = headers.get(name)
+        if value is not None:
+            return header_dedupe_key(integration_id, value)
+    return parsed.dedupe_key(integration_id)
+
+
+def _terms(settings: Settings, account_name: str) -> AccountTerms:
+    account = settings.account(account_name)
+    return AccountTerms(
+        allow_short=account.allow_short,
+        short_margin=account.short_margin,
+        fee_bps=account.fee_bps,
+        slippage_bps=account.slippage_bps,
+    )

@@ -1,0 +1,221 @@
+"""The tables (SQLAlchemy Core). Migrations in ``app/migrations`` create them; this module
+describes them for queries.
+
+The invariants the database itself enforces:
+
+* ``events``: a dedupe key is claimed once (partial unique index over first deliveries), so
+  an event executes at most once;
+* ``positions``: at most one position per strategy that is not closed (partial unique index);
+* ``orders.client_order_id`` and ``fills (order_id, broker_fill_id)`` are unique, so an order
+  is sent once and a fill applied once;
+* ``postings`` and ``ledger_transactions`` are append-only (triggers refuse UPDATE and DELETE).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+from app.database import ExactDecimal, UTCDateTime
+
+metadata = MetaData()
+
+OPEN_POSITION = text("status <> 'closed'")
+FIRST_DELIVERY = text("duplicate_of IS NULL AND dedupe_key IS NOT NULL")
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("user_id", ForeignKey("users.id"), nullable=False),
+    Column("broker", String(100), nullable=False),
+    Column("currency", String(16), nullable=False),
+    Column("is_sandbox", Boolean, nullable=False),
+    Column("is_verified", Boolean, nullable=False),
+    # The running sum of the account's cash postings, kept in the same transaction as the
+    # postings; the row is what a funds check locks. Tests assert it equals the journal.
+    Column("cash", ExactDecimal, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+integrations = Table(
+    "integrations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("user_id", ForeignKey("users.id"), nullable=False),
+    Column("account_id", ForeignKey("accounts.id"), nullable=False),
+    Column("provider", String(50), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("token_header", String(100), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+integration_tokens = Table(
+    "integration_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("integration_id", ForeignKey("integrations.id"), nullable=False),
+    Column("token_sha256", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+)
+
+strategies = Table(
+    "strategies",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("integration_id", ForeignKey("integrations.id"), nullable=False),
+    Column("external_id", String(200), nullable=False),
+    Column("name", String(500), nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("integration_id", "external_id"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("raw_body", LargeBinary, nullable=False),
+    Column("body_sha256", String(64), nullable=False),
+    Column("content_type", String(200)),
+    Column("dedupe_key", String(600)),
+    Column("duplicate_of", ForeignKey("events.id")),
+    Column("integration_id", ForeignKey("integrations.id")),
+    Column("version", String(20)),
+    Column("deprecation", String(64)),
+    Column("event_type", String(64)),
+    Column("strategy_external_id", String(200)),
+    Column("provider_position_id", String(200)),
+    Column("state", String(20), nullable=False),
+    Column("error_type", String(64)),
+    Column("answer_status", Integer),
+    Column("answer_body", Text),
+    Column("answered_at", UTCDateTime),
+    Column("note", Text),
+    Column("timings", Text),
+    Index(
+        "events_first_delivery",
+        "dedupe_key",
+        unique=True,
+        sqlite_where=FIRST_DELIVERY,
+        postgresql_where=FIRST_DELIVERY,
+    ),
+    Index("events_received_at", "received_at"),
+)
+
+positions = Table(
+    "positions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("strategy_id", ForeignKey("strategies.id"), nullable=False),
+    Column("account_id", ForeignKey("accounts.id"), nullable=False),
+    Column("ticker", String(64), nullable=False),
+    Column("direction", String(8), nullable=False),
+    Column("status", String(12), nullable=False),
+    Column("quantity", ExactDecimal, nullable=False),
+    Column("cost", ExactDecimal, nullable=False),
+    Column("realized_pnl", ExactDecimal, nullable=False),
+    Column("provider_position_id", String(200)),
+    Column("opened_at", UTCDateTime),
+    Column("closed_at", UTCDateTime),
+    Column("attention", Text),
+    Index(
+        "positions_one_open_per_strategy",
+        "strategy_id",
+        unique=True,
+        sqlite_where=OPEN_POSITION,
+        postgresql_where=OPEN_POSITION,
+    ),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("client_order_id", String(64), nullable=False, unique=True),
+    Column("event_id", ForeignKey("events.id"), nullable=False),
+    Column("account_id", ForeignKey("accounts.id"), nullable=False),
+    Column("strategy_id", ForeignKey("strategies.id"), nullable=False),
+    Column("position_id", ForeignKey("positions.id")),
+    Column("purpose", String(8), nullable=False),
+    Column("ticker", String(64), nullable=False),
+    Column("symbol", String(64), nullable=False),
+    Column("side", String(4), nullable=False),
+    Column("quantity", ExactDecimal, nullable=False),
+    Column("reserved", ExactDecimal, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("broker_order_id", String(128)),
+    Column("filled_quantity", ExactDecimal, nullable=False),
+    Column("average_price", ExactDecimal),
+    Column("fee", ExactDecimal, nullable=False),
+    Column("reason", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("orders_status", "status"),
+)
+
+fills = Table(
+    "fills",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("order_id", ForeignKey("orders.id"), nullable=False),
+    Column("broker_fill_id", String(128), nullable=False),
+    Column("quantity", ExactDecimal, nullable=False),
+    Column("price", ExactDecimal, nullable=False),
+    Column("fee", ExactDecimal, nullable=False),
+    Column("filled_at", UTCDateTime, nullable=False),
+    UniqueConstraint("order_id", "broker_fill_id"),
+)
+
+ledger_transactions = Table(
+    "ledger_transactions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", ForeignKey("accounts.id"), nullable=False),
+    Column("reference", String(200), nullable=False, unique=True),
+    Column("kind", String(20), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("fill_id", ForeignKey("fills.id")),
+    Column("ticker", String(64)),
+    Column("side", String(4)),
+    Column("quantity", ExactDecimal),
+    Column("price", ExactDecimal),
+    Column("fee", ExactDecimal),
+)
+
+postings = Table(
+    "postings",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("transaction_id", ForeignKey("ledger_transactions.id"), nullable=False),
+    Column("account_id", ForeignKey("accounts.id"), nullable=False),
+    Column("ledger_account", String(16), nullable=False),
+    Column("amount", ExactDecimal, nullable=False),
+    Column("ticker", String(64)),
+    Column("quantity", ExactDecimal),
+    Index("postings_account", "account_id", "transaction_id"),
+)

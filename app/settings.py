@@ -1,0 +1,232 @@
+"""Settings: one frozen, typed object, built once by :func:`load_settings` and passed in.
+
+Sources, highest priority first:
+
+1. ``SIGNALBRIDGE_*`` environment variables (nested fields with ``__``, e.g.
+   ``SIGNALBRIDGE_MAX_SIGNAL_AGE_SECONDS=60``);
+2. the TOML file named by the ``--config`` flag, else ``SIGNALBRIDGE_CONFIG``, else
+   ``config/signalbridge.toml``;
+3. the defaults below.
+
+This is the only module that reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG_PATH = Path("config/signalbridge.toml")
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/signalbridge.db"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class UserConfig(_Section):
+    email: str
+
+
+class AccountConfig(_Section):
+    """Where trades execute. ``broker = "paper"`` simulates fills at the configured quotes."""
+
+    name: str
+    user: str = Field(description="the owner's email")
+    broker: Literal["paper"] = "paper"
+    currency: str = "USD"
+    is_sandbox: bool = True
+    is_verified: bool = True
+    initial_deposit: Decimal = Decimal(0)
+    allow_short: bool = False
+    short_margin: Decimal = Field(
+        default=Decimal(1), ge=0, description="collateral locked per unit of short notional"
+    )
+    fee_bps: Decimal = Field(default=Decimal(0), ge=0)
+    slippage_bps: Decimal = Field(default=Decimal(0), ge=0)
+
+
+class IntegrationConfig(_Section):
+    """A signal provider connected to a user; its signals trade on ``account``.
+
+    ``tokens`` are the live tokens in plain text (demo only); ``token_sha256`` the same as
+    hex SHA-256 digests, which is how a real deployment should give them. Two at once allow
+    rotation.
+    """
+
+    name: str
+    user: str
+    account: str
+    provider: Literal["proquant"] = "proquant"
+    status: Literal["pending", "approved", "rejected", "deleted"] = "approved"
+    token_header: str = "x-signalbridge-token"  # noqa: S105 (a header name)
+    tokens: tuple[SecretStr, ...] = ()
+    token_sha256: tuple[str, ...] = ()
+
+    @field_validator("token_header")
+    @classmethod
+    def _lower_header(cls, value: str) -> str:
+        return value.lower()
+
+    @model_validator(mode="after")
+    def _has_tokens(self) -> IntegrationConfig:
+        if not self.tokens and not self.token_sha256:
+            raise ValueError(f"integration {self.name!r} needs tokens or token_sha256")
+        if len(self.tokens) + len(self.token_sha256) > 2:
+            raise ValueError(f"integration {self.name!r} may have at most two live tokens")
+        return self
+
+
+class SessionsConfig(_Section):
+    """Weekly trading windows in a time zone; see :mod:`app.sessions` for the grammar."""
+
+    timezone: str = "UTC"
+    windows: tuple[str, ...]
+
+
+class InstrumentConfig(_Section):
+    ticker: str
+    symbol: str
+    quantity_step: Decimal = Field(gt=0)
+    min_quantity: Decimal = Field(default=Decimal(0), ge=0)
+    max_quantity: Decimal | None = Field(default=None, gt=0)
+    min_notional: Decimal = Field(default=Decimal(0), ge=0)
+    sessions: Literal["always"] | SessionsConfig = "always"
+    price: Decimal | None = Field(default=None, gt=0, description="the paper broker's quote")
+
+
+class StrategyRulesConfig(_Section):
+    """Sizing rules. ``[strategy_defaults]`` applies to every strategy; ``[[strategies]]``
+    entries override it for one provider strategy id."""
+
+    quantity_multiplier: Decimal = Field(default=Decimal(1), gt=0)
+    max_order_quantity: Decimal | None = Field(default=None, gt=0)
+    allocation_percent: Decimal = Field(default=Decimal(100), gt=0, le=100)
+
+
+class StrategyConfig(StrategyRulesConfig):
+    id: str
+    integration: str
+
+
+class OperatorKeyConfig(_Section):
+    """An operator API key: ``key`` in plain text (demo only) or ``sha256`` of it."""
+
+    name: str
+    key: SecretStr | None = None
+    sha256: str | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> OperatorKeyConfig:
+        if (self.key is None) == (self.sha256 is None):
+            raise ValueError(f"operator key {self.name!r} needs exactly one of key or sha256")
+        return self
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SIGNALBRIDGE_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    database_url: str = DEFAULT_DATABASE_URL
+    host: str = "127.0.0.1"
+    port: int = 8000
+    migrate_on_start: bool = True
+    max_body_bytes: int = Field(default=64 * 1024, gt=0)
+    max_signal_age_seconds: float = Field(default=300, gt=0)
+    broker_timeout_seconds: float = Field(default=2.0, gt=0)
+    duplicate_wait_seconds: float = Field(default=10.0, gt=0)
+    close_position_on_disable: bool = False
+    log_level: str = "INFO"
+    api_key: SecretStr | None = Field(
+        default=None, description="the operator key the CLI sends (SIGNALBRIDGE_API_KEY)"
+    )
+
+    users: tuple[UserConfig, ...] = ()
+    accounts: tuple[AccountConfig, ...] = ()
+    integrations: tuple[IntegrationConfig, ...] = ()
+    instruments: tuple[InstrumentConfig, ...] = ()
+    strategy_defaults: StrategyRulesConfig = StrategyRulesConfig()
+    strategies: tuple[StrategyConfig, ...] = ()
+    operator_keys: tuple[OperatorKeyConfig, ...] = ()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's values arrive as init arguments; the environment overrides them.
+        return env_settings, init_settings
+
+    @model_validator(mode="after")
+    def _references_exist(self) -> Settings:
+        users = {user.email for user in self.users}
+        accounts = {account.name for account in self.accounts}
+        integrations = {integration.name for integration in self.integrations}
+        for account in self.accounts:
+            _require(account.user in users, f"account {account.name!r}: unknown user")
+        for integration in self.integrations:
+            _require(integration.user in users, f"integration {integration.name!r}: unknown user")
+            _require(
+                integration.account in accounts,
+                f"integration {integration.name!r}: unknown account",
+            )
+        for strategy in self.strategies:
+            _require(
+                strategy.integration in integrations,
+                f"strategy {strategy.id!r}: unknown integration",
+            )
+        tickers = [instrument.ticker for instrument in self.instruments]
+        _require(len(tickers) == len(set(tickers)), "instrument tickers must be unique")
+        return self
+
+    def account(self, name: str) -> AccountConfig:
+        return next(account for account in self.accounts if account.name == name)
+
+    def strategy_rules(self, *, integration: str, strategy_id: str) -> StrategyRulesConfig:
+        for strategy in self.strategies:
+            if strategy.integration == integration and strategy.id == strategy_id:
+                return strategy
+        return self.strategy_defaults
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def config_path(explicit: str | Path | None = None) -> Path:
+    """The config file: the explicit path, else ``SIGNALBRIDGE_CONFIG``, else the default."""
+    if explicit is not None:
+        return Path(explicit)
+    return Path(os.environ.get("SIGNALBRIDGE_CONFIG", DEFAULT_CONFIG_PATH))
+
+
+def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read the config file (if it exists) and the environment into one ``Settings``.
+
+    ``overrides`` win over both; tests use them to point at a fresh database.
+    """
+    path = config_path(config)
+    values: dict[str, Any] = {}
+    if path.exists():
+        with path.open("rb") as file:
+            values = tomllib.load(file, parse_float=Decimal)
+    elif config is not None:
+        raise FileNotFoundError(f"config file not found: {path}")
+    values.update(overrides)
+    settings = Settings(**values)
+    if overrides:
+        # Overrides beat the environment too: rebuild with them applied last.
+        settings = settings.model_copy(update=overrides)
+    return settings

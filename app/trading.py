@@ -1,0 +1,493 @@
+"""Orders, positions and the ledger journal, written inside a transaction the caller owns.
+
+The write path of one leg (open or close) is two transactions around the broker call:
+
+1. :func:`reserve_open` / :func:`reserve_close`: read what the rules need, let the pure
+   rules decide, then persist the order intent (with its client order id and the funds it
+   sets aside) and claim the position (``opening`` / ``closing``). The position's partial
+   unique index makes a second open for the strategy fail here, before any broker call.
+2. :func:`apply_report`: record the broker's answer; each fill is applied once (unique per
+   order), moves the position and posts a balanced ledger transaction.
+
+On PostgreSQL the account row is locked (``FOR UPDATE``) while funds are read, so two
+processes cannot spend the same cash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app import ledger, schema
+from app.broker import OrderReport
+from app.database import insert_id
+from app.errors import PositionAlreadyExists
+from app.rules import AccountTerms, Direction, Funds, OrderPlan, Side, short_collateral
+
+ZERO = Decimal(0)
+Purpose = Literal["open", "close"]
+
+
+@dataclass(frozen=True, slots=True)
+class OrderIntent:
+    order_id: int
+    client_order_id: str
+    account_id: int
+    position_id: int
+    purpose: Purpose
+    ticker: str
+    symbol: str
+    side: Side
+    quantity: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class OpenPosition:
+    id: int
+    ticker: str
+    direction: Direction
+    status: str
+    quantity: Decimal
+    cost: Decimal
+    provider_position_id: str | None
+
+
+async def record_deposit(
+    connection: AsyncConnection, account_id: int, *, amount: Decimal, reference: str, now: datetime
+) -> bool:
+    """Post a deposit (or, negative, a withdrawal) once per ``reference``."""
+    exists = await connection.scalar(
+        select(schema.ledger_transactions.c.id).where(
+            schema.ledger_transactions.c.reference == reference
+        )
+    )
+    if exists is not None:
+        return False
+    await _post(
+        connection,
+        account_id,
+        reference=reference,
+        kind="deposit",
+        postings=ledger.deposit(amount),
+        now=now,
+    )
+    return True
+
+
+async def funds(
+    connection: AsyncConnection, account_id: int, *, terms: AccountTerms, lock: bool
+) -> Funds:
+    """The account's funds as the rules see them (see :mod:`app.rules`)."""
+    account = select(schema.accounts.c.cash).where(schema.accounts.c.id == account_id)
+    cash = (await connection.execute(account.with_for_update() if lock else account)).scalar_one()
+    reserved = sum(
+        (
+            await connection.execute(
+                select(schema.orders.c.reserved).where(
+                    schema.orders.c.account_id == account_id, schema.orders.c.status == "pending"
+                )
+            )
+        ).scalars(),
+        ZERO,
+    )
+    costs = (
+        await connection.execute(
+            select(schema.positions.c.cost).where(
+                schema.positions.c.account_id == account_id, schema.positions.c.status != "closed"
+            )
+        )
+    ).scalars()
+    collateral = equity_at_cost = ZERO
+    for cost in costs:
+        equity_at_cost += cost
+        if cost < 0:
+            collateral += short_collateral(-cost, terms=terms)
+    return Funds(
+        cash=cash, reserved=reserved, short_collateral=collateral, equity=cash + equity_at_cost
+    )
+
+
+async def position_of(connection: AsyncConnection, strategy_id: int) -> OpenPosition | None:
+    table = schema.positions
+    row = (
+        await connection.execute(
+            select(
+                table.c.id,
+                table.c.ticker,
+                table.c.direction,
+                table.c.status,
+                table.c.quantity,
+                table.c.cost,
+                table.c.provider_position_id,
+            ).where(table.c.strategy_id == strategy_id, table.c.status != "closed")
+        )
+    ).one_or_none()
+    return None if row is None else OpenPosition(*row)
+
+
+async def flag_position(connection: AsyncConnection, position_id: int, attention: str) -> None:
+    """Mark a position for the operator's attention."""
+    await connection.execute(
+        update(schema.positions)
+        .where(schema.positions.c.id == position_id)
+        .values(attention=attention)
+    )
+
+
+async def reserve_open(
+    connection: AsyncConnection,
+    *,
+    event_id: int,
+    strategy_id: int,
+    account_id: int,
+    client_order_id: str,
+    provider_position_id: str,
+    direction: Direction,
+    terms: AccountTerms,
+    decide: Callable[[Funds, bool], OrderPlan],
+    now: datetime,
+) -> OrderIntent:
+    current = await funds(connection, account_id, terms=terms, lock=True)
+    plan = decide(current, await position_of(connection, strategy_id) is not None)
+    try:
+        async with connection.begin_nested():
+            position_id = await insert_id(
+                connection,
+                schema.positions.insert().values(
+                    strategy_id=strategy_id,
+                    account_id=account_id,
+                    ticker=plan.instrument.ticker,
+                    direction=direction,
+                    status="opening",
+                    quantity=ZERO,
+                    cost=ZERO,
+                    realized_pnl=ZERO,
+                    provider_position_id=provider_position_id,
+                ),
+            )
+    except IntegrityError as exc:
+        raise PositionAlreadyExists("the strategy already has an open position") from exc
+    return await _insert_order(
+        connection,
+        event_id=event_id,
+        strategy_id=strategy_id,
+        account_id=account_id,
+        position_id=position_id,
+        client_order_id=client_order_id,
+        purpose="open",
+        ticker=plan.instrument.ticker,
+        symbol=plan.instrument.symbol,
+        side=plan.side,
+        quantity=plan.quantity,
+        reserved=plan.reserve,
+        now=now,
+    )
+
+
+async def reserve_close(
+    connection: AsyncConnection,
+    position: OpenPosition,
+    *,
+    event_id: int,
+    strategy_id: int,
+    account_id: int,
+    client_order_id: str,
+    symbol: str,
+    now: datetime,
+) -> OrderIntent:
+    claimed = await connection.execute(
+        update(schema.positions)
+        .where(schema.positions.c.id == position.id, schema.positions.c.status == "open")
+        .values(status="closing")
+    )
+    if claimed.rowcount != 1:
+        raise RuntimeError(f"position {position.id} is no longer open")
+    return await _insert_order(
+        connection,
+        event_id=event_id,
+        strategy_id=strategy_id,
+        account_id=account_id,
+        position_id=position.id,
+        client_order_id=client_order_id,
+        purpose="close",
+        ticker=position.ticker,
+        symbol=symbol,
+        side="sell" if position.direction == "long" else "buy",
+        quantity=position.quantity,
+        reserved=ZERO,
+        now=now,
+    )
+
+
+async def _insert_order(
+    connection: AsyncConnection,
+    *,
+    event_id: int,
+    strategy_id: int,
+    account_id: int,
+    position_id: int,
+    client_order_id: str,
+    purpose: Purpose,
+    ticker: str,
+    symbol: str,
+    side: Side,
+    quantity: Decimal,
+    reserved: Decimal,
+    now: datetime,
+) -> OrderIntent:
+    order_id = await insert_id(
+        connection,
+        schema.orders.insert().values(
+            client_order_id=client_order_id,
+            event_id=event_id,
+            account_id=account_id,
+            strategy_id=strategy_id,
+            position_id=position_id,
+            purpose=purpose,
+            ticker=ticker,
+            symbol=symbol,
+            side=side,
+            quantity=quantity,
+            reserved=reserved,
+            status="pending",
+            filled_quantity=ZERO,
+            fee=ZERO,
+            created_at=now,
+            updated_at=now,
+        ),
+    )
+    return OrderIntent(
+        order_id=order_id,
+        client_order_id=client_order_id,
+        account_id=account_id,
+        position_id=position_id,
+        purpose=purpose,
+        ticker=ticker,
+        symbol=symbol,
+        side=side,
+        quantity=quantity,
+    )
+
+
+async def pending_intents(
+    connection: AsyncConnection, *, event_id: int | None = None
+) -> list[OrderIntent]:
+    """Intents without a final state: of one event, or (at start-up) all of them."""
+    table = schema.orders
+    query = select(
+        table.c.id,
+        table.c.client_order_id,
+        table.c.account_id,
+        table.c.position_id,
+        table.c.purpose,
+        table.c.ticker,
+        table.c.symbol,
+        table.c.side,
+        table.c.quantity,
+    ).where(table.c.status == "pending")
+    if event_id is not None:
+        query = query.where(table.c.event_id == event_id)
+    return [OrderIntent(*row) for row in (await connection.execute(query.order_by(table.c.id)))]
+
+
+async def leg_orders(connection: AsyncConnection, *, event_id: int, purpose: Purpose) -> list[str]:
+    """The final statuses of the orders an event already sent for one leg."""
+    table = schema.orders
+    return list(
+        (
+            await connection.execute(
+                select(table.c.status).where(
+                    table.c.event_id == event_id, table.c.purpose == purpose
+                )
+            )
+        ).scalars()
+    )
+
+
+async def apply_report(
+    connection: AsyncConnection, intent: OrderIntent, report: OrderReport, *, now: datetime
+) -> None:
+    """Record the broker's answer about an intent; apply each fill once."""
+    orders, fills = schema.orders, schema.fills
+    order = select(orders.c.status).where(orders.c.id == intent.order_id)
+    if (await connection.execute(order.with_for_update())).scalar_one() != "pending":
+        return
+    seen = set(
+        (
+            await connection.execute(
+                select(fills.c.broker_fill_id).where(fills.c.order_id == intent.order_id)
+            )
+        ).scalars()
+    )
+    for fill in report.fills:
+        if fill.fill_id in seen:
+            continue
+        seen.add(fill.fill_id)
+        fill_id = await insert_id(
+            connection,
+            fills.insert().values(
+                order_id=intent.order_id,
+                broker_fill_id=fill.fill_id,
+                quantity=fill.quantity,
+                price=fill.price,
+                fee=fill.fee,
+                filled_at=fill.at,
+            ),
+        )
+        trade = ledger.Trade(intent.ticker, intent.side, fill.quantity, fill.price, fill.fee)
+        await _apply_fill(connection, intent, trade, fill_id=fill_id, at=fill.at)
+    await _settle(connection, intent, report, now=now)
+
+
+async def _apply_fill(
+    connection: AsyncConnection,
+    intent: OrderIntent,
+    trade: ledger.Trade,
+    *,
+    fill_id: int,
+    at: datetime,
+) -> None:
+    table = schema.positions
+    quantity, cost, realized = (
+        await connection.execute(
+            select(table.c.quantity, table.c.cost, table.c.realized_pnl).where(
+                table.c.id == intent.position_id
+            )
+        )
+    ).one()
+    if intent.purpose == "open":
+        released = None
+        quantity, cost = quantity + trade.quantity, cost + trade.signed_quantity * trade.price
+    else:
+        released = cost if trade.quantity >= quantity else cost * trade.quantity / quantity
+        quantity, cost = max(quantity - trade.quantity, ZERO), cost - released
+    postings = ledger.trade_postings(trade, cost_released=released)
+    realized -= sum((p.amount for p in postings if p.ledger_account == "pnl"), ZERO)
+    await connection.execute(
+        update(table)
+        .where(table.c.id == intent.position_id)
+        .values(quantity=quantity, cost=cost, realized_pnl=realized)
+    )
+    await _post(
+        connection,
+        intent.account_id,
+        reference=f"fill:{fill_id}",
+        kind="trade",
+        postings=postings,
+        now=at,
+        fill_id=fill_id,
+        trade=trade,
+    )
+
+
+async def _settle(
+    connection: AsyncConnection, intent: OrderIntent, report: OrderReport, *, now: datetime
+) -> None:
+    """Give the order its final state and the position the state that follows from it."""
+    orders, positions = schema.orders, schema.positions
+    filled = report.filled_quantity
+    fee = sum((fill.fee for fill in report.fills), ZERO)
+    average = (
+        sum((fill.quantity * fill.price for fill in report.fills), ZERO) / filled
+        if filled
+        else None
+    )
+    status = report.status
+    if status == "rejected" and filled:
+        status = "partially_filled"
+    await connection.execute(
+        update(orders)
+        .where(orders.c.id == intent.order_id)
+        .values(
+            status=status,
+            broker_order_id=report.broker_order_id,
+            filled_quantity=filled,
+            average_price=average,
+            fee=fee,
+            reason=report.reason,
+            updated_at=now,
+        )
+    )
+    quantity = (
+        await connection.execute(
+            select(positions.c.quantity).where(positions.c.id == intent.position_id)
+        )
+    ).scalar_one()
+    values: dict[str, object]
+    if intent.purpose == "open":
+        if quantity == 0:
+            await connection.execute(delete(positions).where(positions.c.id == intent.position_id))
+            return
+        values = {"status": "open", "opened_at": now}
+        if filled < intent.quantity:
+            values["attention"] = f"partially filled: {filled} of {intent.quantity}"
+    elif quantity == 0:
+        values = {"status": "closed", "closed_at": now}
+    else:
+        values = {"status": "open"}
+        if filled:
+            values["attention"] = f"close partially filled: {quantity} still open"
+    await connection.execute(
+        update(positions).where(positions.c.id == intent.position_id).values(**values)
+    )
+
+
+async def _post(
+    connection: AsyncConnection,
+    account_id: int,
+    *,
+    reference: str,
+    kind: str,
+    postings: Sequence[ledger.Posting],
+    now: datetime,
+    fill_id: int | None = None,
+    trade: ledger.Trade | None = None,
+) -> None:
+    if not ledger.is_balanced(postings):
+        raise ValueError(f"unbalanced ledger transaction {reference}: {postings}")
+    transactions = schema.ledger_transactions
+    transaction_id = await insert_id(
+        connection,
+        transactions.insert().values(
+            account_id=account_id,
+            reference=reference,
+            kind=kind,
+            at=now,
+            fill_id=fill_id,
+            ticker=trade.ticker if trade else None,
+            side=trade.side if trade else None,
+            quantity=trade.quantity if trade else None,
+            price=trade.price if trade else None,
+            fee=trade.fee if trade else None,
+        ),
+    )
+    await connection.execute(
+        schema.postings.insert(),
+        [
+            {
+                "transaction_id": transaction_id,
+                "account_id": account_id,
+                "ledger_account": posting.ledger_account,
+                "amount": posting.amount,
+                "ticker": posting.ticker,
+                "quantity": posting.quantity,
+            }
+            for posting in postings
+        ],
+    )
+    cash = sum((p.amount for p in postings if p.ledger_account == "cash"), ZERO)
+    if cash:
+        account = schema.accounts
+        current = (
+            await connection.execute(select(account.c.cash).where(account.c.id == account_id))
+        ).scalar_one()
+        await connection.execute(
+            update(account).where(account.c.id == account_id).values(cash=current + cash)
+        )

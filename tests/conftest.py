@@ -1,0 +1,270 @@
+"""Test harness: the real service on a loopback port, over a fresh SQLite file per test.
+
+``service`` starts uvicorn in a thread with the demo config, a settable clock (a Wednesday
+at 15:00 UTC, when every demo market is open) and paper brokers the test can move. State is
+read back through the operator API or straight from the database file with ``sqlite3``,
+independently of the service's own code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from app.application import create_app, paper_brokers
+from app.broker import Broker
+from app.settings import Settings, load_settings
+
+CONFIG = Path(__file__).parent.parent / "config" / "signalbridge.toml"
+OPEN_MARKETS = datetime(2026, 11, 18, 15, 0, tzinfo=UTC)  # Wednesday, 10:00 in New York
+TOKEN = "demo-token"
+OPERATOR_KEY = "demo-operator-key"
+DECIMAL_MARK = "~decimal~"
+STRATEGY = {"id": "6bbc583bf6d70605bbbc892f66367ab7", "name": "Gold High-Risk"}
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def milliseconds(self) -> int:
+        return int(self.now.timestamp() * 1000)
+
+
+def dumps(body: Any) -> str:
+    """JSON with Decimal values written as exact JSON numbers, as a provider sends them."""
+
+    def mark(value: Any) -> str:
+        if isinstance(value, Decimal):
+            return f"{DECIMAL_MARK}{value}{DECIMAL_MARK}"
+        raise TypeError(type(value).__name__)
+
+    text = json.dumps(body, default=mark)
+    return re.sub(f'"{DECIMAL_MARK}(.*?){DECIMAL_MARK}"', r"\1", text)
+
+
+def envelope(
+    event_type: str,
+    data: Any = None,
+    *,
+    timestamp: int,
+    deprecation: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "v1": {
+            "deprecation": deprecation,
+            "event": {
+                "timestamp": timestamp,
+                "type": event_type,
+                "integration": {
+                    "name": "demo@example.com",
+                    "description": "Signalbridge",
+                    "imageUrl": "https://example.com/logo.png",
+                    "webhook": {
+                        "url": "http://127.0.0.1/webhooks/proquant",
+                        "headers": {"x-signalbridge-token": TOKEN},
+                    },
+                },
+                "data": data,
+            },
+        }
+    }
+
+
+def signal(
+    *,
+    direction: str = "BUY",
+    ticker: str = "XAUUSD",
+    quantity: Any = 10,
+    strategy: Mapping[str, str] = STRATEGY,
+    position_id: str = "960fe1a63d264d0f4e19a0ebf385497e",
+) -> dict[str, Any]:
+    return {
+        "direction": direction,
+        "ticker": ticker,
+        "quantity": quantity,
+        "strategy": dict(strategy),
+        "proquantPositionId": position_id,
+    }
+
+
+@dataclass
+class Service:
+    url: str
+    settings: Settings
+    clock: Clock
+    brokers: Mapping[str, Broker]
+    database_path: Path
+    client: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+
+    def post(
+        self,
+        body: Any,
+        *,
+        token: str | None = TOKEN,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        content = body if isinstance(body, bytes) else dumps(body).encode()
+        sent = {"content-type": "application/json"}
+        if token is not None:
+            sent["x-signalbridge-token"] = token
+        sent.update(headers or {})
+        return self.client.post("/webhooks/proquant", content=content, headers=sent)
+
+    def send(self, event_type: str, data: Any = None, **options: Any) -> httpx.Response:
+        timestamp = options.pop("timestamp", None) or self.clock.milliseconds()
+        return self.post(envelope(event_type, data, timestamp=timestamp), **options)
+
+    def api(self, path: str, **params: Any) -> Any:
+        response = self.client.get(path, params=params, headers={"x-api-key": OPERATOR_KEY})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def rows(self, sql: str, *parameters: Any) -> list[sqlite3.Row]:
+        connection = sqlite3.connect(self.database_path)
+        connection.row_factory = sqlite3.Row
+        try:
+            return connection.execute(sql, parameters).fetchall()
+        finally:
+            connection.close()
+
+
+class Server:
+    """uvicorn serving an app on 127.0.0.1 in a background thread."""
+
+    def __init__(self, app: Any) -> None:
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.bind(("127.0.0.1", 0))
+        port = self._socket.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", ws="none")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
+        )
+
+    def __enter__(self) -> Server:
+        self._thread.start()
+        deadline = time.monotonic() + 20
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=20)
+        self._socket.close()
+
+
+ServiceFactory = Callable[..., Service]
+
+
+@pytest.fixture
+def start_service(tmp_path: Path) -> Iterator[ServiceFactory]:
+    """Start the service; call again to restart it on the same database."""
+    servers: list[Server] = []
+    clients: list[httpx.Client] = []
+    database_path = tmp_path / "signalbridge.db"
+
+    def start(
+        *,
+        brokers: Mapping[str, Broker] | None = None,
+        clock: Clock | None = None,
+        **overrides: Any,
+    ) -> Service:
+        for server in servers:
+            server.__exit__()
+        settings = load_settings(
+            CONFIG, database_url=f"sqlite+aiosqlite:///{database_path}", **overrides
+        )
+        clock = clock or Clock(OPEN_MARKETS)
+        brokers = brokers if brokers is not None else paper_brokers(settings, clock=clock)
+        server = Server(create_app(settings, brokers=brokers, clock=clock)).__enter__()
+        servers.append(server)
+        service = Service(server.url, settings, clock, brokers, database_path)
+        clients.append(service.client)
+        return service
+
+    yield start
+    for client in clients:
+        client.close()
+    for server in servers:
+        server.__exit__()
+
+
+@pytest.fixture
+def service(start_service: ServiceFactory) -> Service:
+    return start_service()
+
+
+def check_invariants(service: Service) -> None:
+    """The design's invariants, read straight from the database file."""
+    for row in service.rows(
+        "SELECT transaction_id, group_concat(amount, '|') AS amounts FROM postings "
+        "GROUP BY transaction_id"
+    ):
+        amounts = [Decimal(amount) for amount in row["amounts"].split("|")]
+        assert sum(amounts) == 0, f"transaction {row['transaction_id']} does not balance"
+    for account in service.rows("SELECT id, cash FROM accounts"):
+        cash = sum(
+            (
+                Decimal(row["amount"])
+                for row in service.rows(
+                    "SELECT amount FROM postings WHERE account_id = ? AND ledger_account = 'cash'",
+                    account["id"],
+                )
+            ),
+            Decimal(0),
+        )
+        assert Decimal(account["cash"]) == cash
+        assert cash >= 0
+    open_per_strategy = service.rows(
+        "SELECT strategy_id, count(*) AS n FROM positions WHERE status <> 'closed' "
+        "GROUP BY strategy_id HAVING n > 1"
+    )
+    assert open_per_strategy == []
+    assert service.rows("SELECT id FROM events WHERE answer_status IS NULL") == []
+    book = service.api("/api/accounts/demo-paper/book")
+    assert Decimal(book["balance"]) == journal_balance(service)
+    assert {t: Decimal(q) for t, q in book["holding"].items()} == journal_holding(service)
+
+
+def journal_balance(service: Service) -> Decimal:
+    return sum(
+        (
+            Decimal(row["amount"])
+            for row in service.rows("SELECT amount FROM postings WHERE ledger_account = 'cash'")
+        ),
+        Decimal(0),
+    )
+
+
+def journal_holding(service: Service) -> dict[str, Decimal]:
+    holding: dict[str, Decimal] = {}
+    for row in service.rows(
+        "SELECT ticker, quantity FROM postings WHERE ledger_account = 'positions'"
+    ):
+        holding[row["ticker"]] = holding.get(row["ticker"], Decimal(0)) + Decimal(row["quantity"])
+    return {ticker: quantity for ticker, quantity in holding.items() if quantity}

@@ -1,0 +1,192 @@
+"""Each event executes at most once: duplicates, concurrency, broker outages, restarts."""
+
+from __future__ import annotations
+
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+from app.broker import OrderReport, OrderRequest
+from app.errors import BrokerUnavailable
+from app.paper import PaperBroker
+from tests.conftest import Service, ServiceFactory, check_invariants, envelope, signal
+
+
+def test_a_repeated_delivery_gets_the_stored_answer_and_executes_nothing(
+    service: Service,
+) -> None:
+    body = envelope("SIGNAL_OPEN", signal(), timestamp=service.clock.milliseconds())
+    first, second = service.post(body), service.post(body)
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert len(service.rows("SELECT * FROM orders")) == 1
+    states = [row["state"] for row in service.rows("SELECT state FROM events ORDER BY id")]
+    assert states == ["done", "duplicate"]
+
+
+def test_a_repeated_failure_gets_the_same_typed_answer(service: Service) -> None:
+    body = envelope("SIGNAL_CLOSE", signal(), timestamp=service.clock.milliseconds())
+    first, second = service.post(body), service.post(body)
+    assert first.status_code == second.status_code == 404
+    assert second.headers["x-proquant-error"] == "1"
+    assert first.json() == second.json()
+
+
+def test_twenty_concurrent_duplicates_execute_once(service: Service) -> None:
+    body = envelope("SIGNAL_OPEN", signal(), timestamp=service.clock.milliseconds())
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(lambda _: service.post(body), range(20)))
+    assert [answer.status_code for answer in answers] == [200] * 20
+    assert len(service.rows("SELECT * FROM orders")) == 1
+    assert len(service.rows("SELECT * FROM events")) == 20
+    assert len(service.rows("SELECT * FROM events WHERE state = 'duplicate'")) == 19
+    check_invariants(service)
+
+
+def test_twenty_concurrent_opens_for_one_strategy_give_one_position(service: Service) -> None:
+    now = service.clock.milliseconds()
+    bodies = [
+        envelope("SIGNAL_OPEN", signal(position_id=f"p{n}", quantity=1), timestamp=now + n)
+        for n in range(20)
+    ]
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(service.post, bodies))
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [200] + [409] * 19
+    assert all(
+        answer.json()["type"] == "PositionAlreadyExists"
+        for answer in answers
+        if answer.status_code == 409
+    )
+    assert len(service.rows("SELECT * FROM positions")) == 1
+    assert len(service.rows("SELECT * FROM orders")) == 1
+    check_invariants(service)
+
+
+def test_same_key_with_another_body_is_422(service: Service) -> None:
+    headers = {"Idempotency-Key": "delivery-1"}
+    now = service.clock.milliseconds()
+    first = service.post(envelope("SIGNAL_OPEN", signal(), timestamp=now), headers=headers)
+    other = service.post(
+        envelope("SIGNAL_OPEN", signal(quantity=2), timestamp=now + 1), headers=headers
+    )
+    assert first.status_code == 200
+    assert other.status_code == 422
+    assert other.json()["error"] == "idempotency_conflict"
+    assert "x-proquant-error" not in other.headers
+    assert len(service.rows("SELECT * FROM orders")) == 1
+
+
+def test_an_idempotency_header_is_the_key(service: Service) -> None:
+    now = service.clock.milliseconds()
+    body = envelope("SIGNAL_OPEN", signal(), timestamp=now)
+    service.post(body, headers={"webhook-id": "a"})
+    second = service.post(body, headers={"webhook-id": "b"})
+    # Another key: a new event, refused by the rules rather than deduplicated.
+    assert second.status_code == 409
+
+
+class UnreachableBroker(PaperBroker):
+    """The paper broker behind a link that is down until ``up`` is set."""
+
+    up = False
+    placed_while_down = False
+
+    async def submit(self, order: OrderRequest) -> OrderReport:
+        if not self.up:
+            if self.placed_while_down:
+                await super().submit(order)  # the order got through; the answer did not
+            raise BrokerUnavailable("connection refused")
+        return await super().submit(order)
+
+    async def fetch_order(self, client_order_id: str, *, symbol: str) -> OrderReport | None:
+        if not self.up and not self.placed_while_down:
+            raise BrokerUnavailable("connection refused")
+        return await super().fetch_order(client_order_id, symbol=symbol)
+
+
+def unreachable() -> dict[str, UnreachableBroker]:
+    prices = {"XAU/USD": Decimal("2350.00"), "BTC/USDT": Decimal("65000.00")}
+    return {"demo-paper": UnreachableBroker(prices, currency="USD", cash=Decimal(100000))}
+
+
+def test_broker_unreachable_is_503_and_a_redelivery_executes_once(
+    start_service: ServiceFactory,
+) -> None:
+    brokers = unreachable()
+    service = start_service(brokers=brokers)
+    body = envelope("SIGNAL_OPEN", signal(), timestamp=service.clock.milliseconds())
+
+    down = service.post(body)
+
+    assert down.status_code == 503
+    assert "x-proquant-error" not in down.headers
+    assert down.json()["error"] == "broker_unavailable"
+    [order] = service.rows("SELECT status FROM orders")
+    assert order["status"] == "pending"  # outcome unknown: kept for reconciliation
+    brokers["demo-paper"].up = True
+
+    again = service.post(body)
+
+    assert again.status_code == 200
+    rows = service.rows("SELECT status, client_order_id FROM orders ORDER BY id")
+    assert [row["status"] for row in rows] == ["rejected", "filled"]
+    assert rows[0]["client_order_id"] != rows[1]["client_order_id"]
+    assert len(service.api("/api/positions", status="open")["positions"]) == 1
+    check_invariants(service)
+
+
+def test_an_order_placed_despite_a_lost_answer_is_found_not_resent(
+    start_service: ServiceFactory,
+) -> None:
+    brokers = unreachable()
+    brokers["demo-paper"].placed_while_down = True
+    service = start_service(brokers=brokers)
+
+    response = service.send("SIGNAL_OPEN", signal())
+
+    assert response.status_code == 200
+    [order] = service.rows("SELECT status FROM orders")
+    assert order["status"] == "filled"
+    assert len(service.rows("SELECT * FROM fills")) == 1
+    check_invariants(service)
+
+
+def test_restart_reconciles_a_pending_intent_before_serving(
+    start_service: ServiceFactory,
+) -> None:
+    brokers = unreachable()
+    service = start_service(brokers=brokers)
+    body = envelope("SIGNAL_OPEN", signal(), timestamp=service.clock.milliseconds())
+    assert service.post(body).status_code == 503
+
+    # A restart with a broker that is up and never saw the order.
+    restarted = start_service(clock=service.clock)
+
+    [order] = restarted.rows("SELECT status, reason FROM orders")
+    assert order["status"] == "rejected"
+    assert restarted.rows("SELECT * FROM positions") == []
+    assert restarted.post(body).status_code == 200
+    assert len(restarted.api("/api/positions", status="open")["positions"]) == 1
+    check_invariants(restarted)
+
+
+def test_an_event_left_running_by_a_crash_is_retryable_after_restart(
+    start_service: ServiceFactory,
+) -> None:
+    service = start_service()
+    body = envelope("SIGNAL_OPEN", signal(), timestamp=service.clock.milliseconds())
+    assert service.post(body).status_code == 200
+    # What a crash between the fill and the answer leaves: the event still pending.
+    connection = sqlite3.connect(service.database_path)
+    connection.execute("UPDATE events SET state = 'pending', answer_status = NULL")
+    connection.commit()
+    connection.close()
+
+    restarted = start_service(clock=service.clock)
+
+    [event] = restarted.rows("SELECT state FROM events")
+    assert event["state"] == "retryable"
+    again = restarted.post(body)
+    assert again.status_code == 200  # resumed: the open leg had filled, nothing is re-sent
+    assert len(restarted.rows("SELECT * FROM orders")) == 1
+    check_invariants(restarted)
