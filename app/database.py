@@ -149,5 +149,5 @@ class Database:
 async def insert_id(connection: AsyncConnection, statement: Insert) -> int:
     """Run an INSERT and return the new row's ``id``."""
     table = statement.table
-    result = await connection.execute(statement.returning(table.c.id))  # type: ignore[attr-defined]
+    result = await connection.execute(statement.returning(table.c.id))
     return int(result.scalar_one())

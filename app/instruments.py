@@ -67,7 +67,9 @@ class Instrument:
             )
 
     def floor_to_step(self, quantity: Decimal) -> Decimal:
-        return quantity - quantity % self.quantity_step
+        """The quantity rounded down to the step (unchanged, digits and all, when on it)."""
+        remainder = quantity % self.quantity_step
+        return quantity - remainder if remainder else quantity
 
 
 def instruments_by_ticker(configs: Iterable[InstrumentConfig]) -> Mapping[str, Instrument]:

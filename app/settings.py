@@ -215,7 +215,8 @@ def config_path(explicit: str | Path | None = None) -> Path:
 def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
     """Read the config file (if it exists) and the environment into one ``Settings``.
 
-    ``overrides`` win over both; tests use them to point at a fresh database.
+    ``overrides`` replace values of the file (tests use them to point at a fresh database);
+    the environment still wins over both.
     """
     path = config_path(config)
     values: dict[str, Any] = {}
@@ -224,9 +225,4 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
             values = tomllib.load(file, parse_float=Decimal)
     elif config is not None:
         raise FileNotFoundError(f"config file not found: {path}")
-    values.update(overrides)
-    settings = Settings(**values)
-    if overrides:
-        # Overrides beat the environment too: rebuild with them applied last.
-        settings = settings.model_copy(update=overrides)
-    return settings
+    return Settings(**{**values, **overrides})

@@ -423,6 +423,10 @@ async def _settle(
     values: dict[str, object]
     if intent.purpose == "open":
         if quantity == 0:
+            # Nothing filled: the position never existed; the order keeps the record.
+            await connection.execute(
+                update(orders).where(orders.c.id == intent.order_id).values(position_id=None)
+            )
             await connection.execute(delete(positions).where(positions.c.id == intent.position_id))
             return
         values = {"status": "open", "opened_at": now}

@@ -113,6 +113,7 @@ class Service:
     brokers: Mapping[str, Broker]
     database_path: Path
     client: httpx.Client = field(init=False)
+    sent: int = 0
 
     def __post_init__(self) -> None:
         self.client = httpx.Client(base_url=self.url, timeout=30)
@@ -132,7 +133,9 @@ class Service:
         return self.client.post("/webhooks/proquant", content=content, headers=sent)
 
     def send(self, event_type: str, data: Any = None, **options: Any) -> httpx.Response:
-        timestamp = options.pop("timestamp", None) or self.clock.milliseconds()
+        """Post a new event: each call's timestamp is 1 ms later, so its dedupe key is new."""
+        self.sent += 1
+        timestamp = options.pop("timestamp", None) or self.clock.milliseconds() + self.sent
         return self.post(envelope(event_type, data, timestamp=timestamp), **options)
 
     def api(self, path: str, **params: Any) -> Any:
