@@ -2,7 +2,8 @@
 
 It is a broker like any other (it implements :class:`app.broker.Broker`), not a flag inside
 a live one. A buy fills at ``quote * (1 + slippage)``, a sell at ``quote * (1 - slippage)``;
-the fee is ``fee_bps`` of the fill's notional. Its order book and balances live in memory:
+the fee is ``fee_bps`` of the
+fill's notional, rounded half-even to 8 decimal places. Its order book and balances live in memory:
 after a restart it knows no orders, so start-up reconciliation treats an intent it does not
 know as never placed. The ledger, not this object, is the record of a paper account.
 """
@@ -11,12 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 
 from app.broker import Fill, OrderReport, OrderRequest
 from app.errors import OrderRejected
 
 BASIS_POINT = Decimal("0.0001")
+FEE_UNIT = Decimal("0.00000001")  # fees are rounded half-even to 8 decimal places
 
 
 class PaperBroker:
@@ -54,8 +56,8 @@ class PaperBroker:
             return known
         quote = await self.quote(order.symbol)
         sign = 1 if order.side == "buy" else -1
-        price = quote * (1 + sign * self._slippage)
-        fee = order.quantity * price * self._fee_rate
+        price = quote * (1 + sign * self._slippage) if self._slippage else quote
+        fee = (order.quantity * price * self._fee_rate).quantize(FEE_UNIT, ROUND_HALF_EVEN)
         number = len(self._orders) + 1
         fill = Fill(
             fill_id=f"paper-fill-{number}",

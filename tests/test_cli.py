@@ -1,0 +1,76 @@
+"""The command line against a real server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from app.cli import main
+from tests.conftest import CONFIG, Service
+
+
+def run(service: Service, *arguments: str) -> int:
+    return main(["--config", str(CONFIG), arguments[0], "--url", service.url, *arguments[1:]])
+
+
+def test_send_posts_a_fresh_event_and_prints_the_answer(
+    service: Service, capsys: pytest.CaptureFixture[str]
+) -> None:
+    service.clock.now = service.clock.now.now(service.clock.now.tzinfo)
+    code = run(service, "send", "--ticker", "BTCUSDT", "--quantity", "0.0105")
+    assert code == 0
+    assert capsys.readouterr().out.strip() == "200"
+    [position] = service.api("/api/positions")["positions"]
+    assert position["quantity"] == "0.0105"
+
+
+def test_send_prints_a_typed_error(service: Service, capsys: pytest.CaptureFixture[str]) -> None:
+    service.clock.now = service.clock.now.now(service.clock.now.tzinfo)
+    code = run(service, "send", "--type", "SIGNAL_CLOSE", "--ticker", "BTCUSDT")
+    assert code == 1
+    out = capsys.readouterr().out
+    assert out.startswith("404 (typed: x-proquant-error)")
+    assert "PositionNotFound" in out
+
+
+def test_tables_and_json(service: Service, capsys: pytest.CaptureFixture[str]) -> None:
+    service.send(
+        "SIGNAL_OPEN",
+        {
+            "direction": "SELL",
+            "ticker": "XAUUSD",
+            "quantity": 2,
+            "strategy": {"id": "s", "name": "S"},
+            "proquantPositionId": "p",
+        },
+    )
+    assert run(service, "positions") == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:5] == ["id", "strategy_id", "ticker", "direction", "status"]
+    assert table[1].split()[1:5] == ["s", "XAUUSD", "short", "open"]
+    assert run(service, "positions", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["positions"][0]["direction"] == "short"
+    assert run(service, "book", "demo-paper") == 0
+    assert "holding: XAUUSD -2" in capsys.readouterr().out
+    assert run(service, "events", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["events"][0]["state"] == "done"
+
+
+def test_python_dash_m_app_runs_the_cli() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "--help"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0
+    assert "serve" in result.stdout
+    assert "send" in result.stdout
+
+
+def test_a_bad_quantity_is_refused_before_sending(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        ["--config", str(CONFIG), "send", "--quantity", "ten", "--url", "http://127.0.0.1:9"]
+    )
+    assert code == 2
+    assert "decimal" in capsys.readouterr().err
