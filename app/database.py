@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Dialect, Insert, String, event
+from sqlalchemy import DateTime, Dialect, Insert, String, Table, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import NUMERIC
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -151,3 +152,13 @@ async def insert_id(connection: AsyncConnection, statement: Insert) -> int:
     table = statement.table
     result = await connection.execute(statement.returning(table.c.id))
     return int(result.scalar_one())
+
+
+async def insert_or_ignore(
+    connection: AsyncConnection, table: Table, values: dict[str, Any], *, unique: Sequence[str]
+) -> None:
+    """INSERT that does nothing when a row with the same ``unique`` columns exists (both
+    databases' ``ON CONFLICT DO NOTHING``), so concurrent creators never collide."""
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=unique)
+    await connection.execute(statement)

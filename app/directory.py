@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import schema, trading
-from app.database import insert_id
+from app.database import insert_id, insert_or_ignore
 from app.settings import Settings
 
 IntegrationStatus = str
@@ -124,26 +124,24 @@ async def ensure_strategy(
 ) -> Strategy:
     """The strategy, created (enabled) when first seen; ``enabled`` sets its flag."""
     table = schema.strategies
-    row = (
-        await connection.execute(
-            select(table.c.id, table.c.enabled, table.c.name).where(
-                table.c.integration_id == integration_id, table.c.external_id == external_id
-            )
-        )
-    ).one_or_none()
+    query = select(table.c.id, table.c.enabled, table.c.name).where(
+        table.c.integration_id == integration_id, table.c.external_id == external_id
+    )
+    row = (await connection.execute(query)).one_or_none()
     if row is None:
-        new_enabled = True if enabled is None else enabled
-        strategy_id = await insert_id(
+        await insert_or_ignore(
             connection,
-            table.insert().values(
-                integration_id=integration_id,
-                external_id=external_id,
-                name=name,
-                enabled=new_enabled,
-                updated_at=now,
-            ),
+            table,
+            {
+                "integration_id": integration_id,
+                "external_id": external_id,
+                "name": name,
+                "enabled": True if enabled is None else enabled,
+                "updated_at": now,
+            },
+            unique=["integration_id", "external_id"],
         )
-        return Strategy(strategy_id, external_id, name, new_enabled)
+        row = (await connection.execute(query)).one()
     strategy_id, current, current_name = row
     wanted = current if enabled is None else enabled
     wanted_name = name or current_name

@@ -2,25 +2,31 @@
 
 ``service`` starts uvicorn in a thread with the demo config, a settable clock (a Wednesday
 at 15:00 UTC, when every demo market is open) and paper brokers the test can move. State is
-read back through the operator API or straight from the database file with ``sqlite3``,
+read back through the operator API or straight from the database with its own driver
+(``sqlite3``, ``asyncpg``),
 independently of the service's own code.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
+import os
 import re
 import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import uvicorn
@@ -111,7 +117,7 @@ class Service:
     settings: Settings
     clock: Clock
     brokers: Mapping[str, Broker]
-    database_path: Path
+    database_url: str
     client: httpx.Client = field(init=False)
     sent: int = 0
 
@@ -143,13 +149,20 @@ class Service:
         assert response.status_code == 200, response.text
         return response.json()
 
-    def rows(self, sql: str, *parameters: Any) -> list[sqlite3.Row]:
-        connection = sqlite3.connect(self.database_path)
-        connection.row_factory = sqlite3.Row
-        try:
-            return connection.execute(sql, parameters).fetchall()
-        finally:
-            connection.close()
+    def rows(self, sql: str, *parameters: Any) -> list[Any]:
+        """Run SQL on the service's database with its own driver (``?`` placeholders)."""
+        if self.database_url.startswith("sqlite"):
+            connection = sqlite3.connect(self.database_url.split("///", 1)[1])
+            connection.row_factory = sqlite3.Row
+            try:
+                rows = connection.execute(sql, parameters).fetchall()
+                connection.commit()
+                return rows
+            finally:
+                connection.close()
+        counter = itertools.count(1)
+        numbered = re.sub(r"\?", lambda _match: f"${next(counter)}", sql)
+        return asyncio.run(_postgres_fetch(self.database_url, numbered, parameters))
 
 
 class Server:
@@ -182,14 +195,50 @@ class Server:
 
 
 ServiceFactory = Callable[..., Service]
+POSTGRES_URL = os.environ.get("SIGNALBRIDGE_TEST_POSTGRES_URL")
+
+
+async def _postgres_fetch(url: str, sql: str, parameters: Sequence[Any]) -> list[Any]:
+    connection = await asyncpg.connect(url.replace("+asyncpg", ""))
+    try:
+        return list(await connection.fetch(sql, *parameters))
+    finally:
+        await connection.close()
+
+
+async def _postgres_admin(sql: str) -> None:
+    assert POSTGRES_URL is not None
+    connection = await asyncpg.connect(POSTGRES_URL.replace("+asyncpg", ""))
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/signalbridge.db"
+        return
+    if POSTGRES_URL is None:
+        pytest.skip(
+            "PostgreSQL half: set SIGNALBRIDGE_TEST_POSTGRES_URL, e.g. "
+            "postgresql+asyncpg://postgres@127.0.0.1:5432/test (.ci/run does)"
+        )
+    name = f"signalbridge_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_postgres_admin(f"CREATE DATABASE {name}"))
+    try:
+        yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        asyncio.run(_postgres_admin(f"DROP DATABASE {name} WITH (FORCE)"))
 
 
 @pytest.fixture
-def start_service(tmp_path: Path) -> Iterator[ServiceFactory]:
+def start_service(database_url: str) -> Iterator[ServiceFactory]:
     """Start the service; call again to restart it on the same database."""
     servers: list[Server] = []
     clients: list[httpx.Client] = []
-    database_path = tmp_path / "signalbridge.db"
 
     def start(
         *,
@@ -199,14 +248,12 @@ def start_service(tmp_path: Path) -> Iterator[ServiceFactory]:
     ) -> Service:
         for server in servers:
             server.__exit__()
-        settings = load_settings(
-            CONFIG, database_url=f"sqlite+aiosqlite:///{database_path}", **overrides
-        )
+        settings = load_settings(CONFIG, database_url=database_url, **overrides)
         clock = clock or Clock(OPEN_MARKETS)
         brokers = brokers if brokers is not None else paper_brokers(settings, clock=clock)
         server = Server(create_app(settings, brokers=brokers, clock=clock)).__enter__()
         servers.append(server)
-        service = Service(server.url, settings, clock, brokers, database_path)
+        service = Service(server.url, settings, clock, brokers, database_url)
         clients.append(service.client)
         return service
 
@@ -224,12 +271,12 @@ def service(start_service: ServiceFactory) -> Service:
 
 def check_invariants(service: Service) -> None:
     """The design's invariants, read straight from the database file."""
-    for row in service.rows(
-        "SELECT transaction_id, group_concat(amount, '|') AS amounts FROM postings "
-        "GROUP BY transaction_id"
-    ):
-        amounts = [Decimal(amount) for amount in row["amounts"].split("|")]
-        assert sum(amounts) == 0, f"transaction {row['transaction_id']} does not balance"
+    totals: dict[int, Decimal] = {}
+    for row in service.rows("SELECT transaction_id, amount FROM postings"):
+        totals[row["transaction_id"]] = totals.get(row["transaction_id"], Decimal(0)) + Decimal(
+            row["amount"]
+        )
+    assert all(total == 0 for total in totals.values()), totals
     for account in service.rows("SELECT id, cash FROM accounts"):
         cash = sum(
             (
@@ -244,8 +291,8 @@ def check_invariants(service: Service) -> None:
         assert Decimal(account["cash"]) == cash
         assert cash >= 0
     open_per_strategy = service.rows(
-        "SELECT strategy_id, count(*) AS n FROM positions WHERE status <> 'closed' "
-        "GROUP BY strategy_id HAVING n > 1"
+        "SELECT strategy_id FROM positions WHERE status <> 'closed' "
+        "GROUP BY strategy_id HAVING count(*) > 1"
     )
     assert open_per_strategy == []
     assert service.rows("SELECT id FROM events WHERE answer_status IS NULL") == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
@@ -177,10 +176,7 @@ def test_an_event_left_running_by_a_crash_is_retryable_after_restart(
     body = envelope("SIGNAL_OPEN", signal(), timestamp=service.clock.milliseconds())
     assert service.post(body).status_code == 200
     # What a crash between the fill and the answer leaves: the event still pending.
-    connection = sqlite3.connect(service.database_path)
-    connection.execute("UPDATE events SET state = 'pending', answer_status = NULL")
-    connection.commit()
-    connection.close()
+    service.rows("UPDATE events SET state = 'pending', answer_status = NULL")
 
     restarted = start_service(clock=service.clock)
 
