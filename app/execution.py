@@ -66,11 +66,11 @@ class Execution:
             found = await self._lookup(broker, intent)
             report = found or _rejected(intent, "not placed: the broker could not be reached")
             error = None if found else exc
-        timings["broker_ms"] = (
-            timings.get("broker_ms", 0.0) + (asyncio.get_running_loop().time() - started) * 1000
-        )
+        committing = asyncio.get_running_loop().time()
+        _add(timings, "broker_ms", committing - started)
         async with self._database.write() as connection:
             await trading.apply_report(connection, intent, report, now=self._clock())
+        _add(timings, "commit_ms", asyncio.get_running_loop().time() - committing)
         if error is not None:
             raise error
         if report.status == "rejected":
@@ -150,6 +150,10 @@ class Execution:
                 select(schema.accounts.c.name).where(schema.accounts.c.id == account_id)
             )
         return str(name)
+
+
+def _add(timings: dict[str, float], phase: str, seconds: float) -> None:
+    timings[phase] = timings.get(phase, 0.0) + seconds * 1000
 
 
 def _rejected(intent: trading.OrderIntent, reason: str) -> OrderReport:

@@ -208,7 +208,6 @@ class Receiver:
             state, answer = "retryable", answer_for(exc)
         except SignalbridgeError as exc:
             state, answer = "failed", answer_for(exc)
-        finished = time.perf_counter()
         async with self._database.write() as connection:
             await inbox.finish(
                 connection,
@@ -219,7 +218,6 @@ class Receiver:
                 note="; ".join(run.notes) or None,
                 timings=run.timings,
             )
-        run.timings["commit_ms"] = (time.perf_counter() - finished) * 1000
         log.info(
             "event %s %s answered %s",
             run.dedupe_key,
