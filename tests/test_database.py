@@ -9,7 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import Insert, select, text
 from sqlalchemy.exc import StatementError
 
 from app import migrate, schema
@@ -36,19 +36,7 @@ async def test_decimals_round_trip_exactly_past_fifteen_digits(database: Databas
         await connection.execute(
             schema.users.insert().values(id=1, email="a@b.c", created_at=_now())
         )
-        await connection.execute(
-            schema.accounts.insert().values(
-                id=1,
-                name="a",
-                user_id=1,
-                broker="paper",
-                currency="USD",
-                is_sandbox=True,
-                is_verified=True,
-                cash=exact,
-                created_at=_now(),
-            )
-        )
+        await connection.execute(_account(cash=exact))
     async with database.read() as connection:
         stored = await connection.scalar(select(schema.accounts.c.cash))
     assert stored == exact
@@ -61,17 +49,7 @@ async def test_floats_are_refused(database: Database) -> None:
         await connection.execute(
             schema.users.insert().values(id=1, email="a@b.c", created_at=_now())
         )
-        statement = schema.accounts.insert().values(
-            id=1,
-            name="a",
-            user_id=1,
-            broker="paper",
-            currency="USD",
-            is_sandbox=True,
-            is_verified=True,
-            cash=0.1,
-            created_at=_now(),
-        )
+        statement = _account(cash=0.1)
         with pytest.raises(StatementError, match="must be Decimal"):
             await connection.execute(statement)
 
@@ -121,6 +99,20 @@ async def test_migrations_are_idempotent(database: Database) -> None:
     async with database.read() as connection:
         version = await connection.scalar(text("SELECT version_num FROM alembic_version"))
     assert version == "0001"
+
+
+def _account(*, cash: object) -> Insert:
+    return schema.accounts.insert().values(
+        id=1,
+        name="a",
+        user_id=1,
+        broker="paper",
+        currency="USD",
+        is_sandbox=True,
+        is_verified=True,
+        cash=cash,
+        created_at=_now(),
+    )
 
 
 def _now() -> datetime:

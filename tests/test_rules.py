@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -87,16 +88,7 @@ def test_checks_fail_in_the_protocols_order(
 def test_market_closed_comes_before_position_already_exists() -> None:
     weekdays = parse_sessions("UTC", ["Mon-Fri 09:00-17:00"])
     saturday = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
-    instrument = Instrument(
-        ticker="XAUUSD",
-        symbol="XAU/USD",
-        quantity_step=Decimal("0.01"),
-        min_quantity=Decimal("0.01"),
-        max_quantity=None,
-        min_notional=Decimal(0),
-        sessions=weekdays,
-        price=None,
-    )
+    instrument = dataclasses.replace(GOLD, sessions=weekdays)
     with pytest.raises(errors.MarketClosed):
         plan("1", instrument=instrument, now=saturday, has_open_position=True)
 
