@@ -63,11 +63,11 @@ class Services:
 
 
 def paper_brokers(settings: Settings, *, clock: Clock) -> dict[str, Broker]:
-    """One paper broker per account, quoting the configured instrument prices."""
-    prices = {i.symbol: i.price for i in settings.instruments if i.price is not None}
+    """One paper broker per paper account, quoting the configured instrument prices."""
+    instruments = instruments_by_ticker(settings.instruments)
     return {
         account.name: PaperBroker(
-            prices,
+            instruments,
             currency=account.currency,
             cash=account.initial_deposit,
             fee_bps=account.fee_bps,
@@ -75,6 +75,7 @@ def paper_brokers(settings: Settings, *, clock: Clock) -> dict[str, Broker]:
             clock=clock,
         )
         for account in settings.accounts
+        if account.broker == "paper"
     }
 
 
@@ -98,7 +99,6 @@ def create_app(
                 settings=settings,
                 database=database,
                 brokers=venues,
-                instruments=instruments,
                 clock=clock,
             )
             await receiver.reconcile()

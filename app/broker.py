@@ -2,8 +2,9 @@
 
 The rest of the service sees only these value objects; a venue's own shapes and errors are
 translated inside its implementation (the paper broker in :mod:`app.paper`). A venue raises
-only :class:`~app.errors.BrokerUnavailable` (outcome unknown: query before retrying) or
-:class:`~app.errors.OrderRejected` (refused: do not retry unchanged).
+only :class:`~app.errors.BrokerUnavailable` (outcome unknown: query before retrying),
+:class:`~app.errors.OrderRejected` (refused: do not retry unchanged), or the protocol error
+that explains a refusal (``InsufficientFunds``, ``QuantityTooLow``, ...).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Literal, Protocol
+
+from app.instruments import Instrument
 
 OrderStatus = Literal["pending", "filled", "partially_filled", "rejected"]
 FINAL_STATUSES: frozenset[OrderStatus] = frozenset({"filled", "partially_filled", "rejected"})
@@ -55,6 +58,10 @@ class OrderReport:
 
 class Broker(Protocol):
     """One account's venue."""
+
+    def instrument(self, ticker: str) -> Instrument | None:
+        """The provider ticker's instrument and its order rules on this venue, if it trades it."""
+        ...
 
     async def quote(self, symbol: str) -> Decimal:
         """The current price of ``symbol`` in the account currency."""

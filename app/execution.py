@@ -23,6 +23,7 @@ from app import inbox, schema, trading
 from app.broker import Broker, OrderReport, OrderRequest
 from app.database import Database
 from app.errors import BrokerUnavailable, OrderRejected
+from app.instruments import Instrument
 
 log = logging.getLogger(__name__)
 ResultT = TypeVar("ResultT")
@@ -46,6 +47,9 @@ class Execution:
         self._brokers = brokers
         self._clock = clock
         self._timeout = timeout
+
+    def instrument(self, account: str, ticker: str) -> Instrument | None:
+        return self._brokers[account].instrument(ticker)
 
     async def quote(self, account: str, symbol: str) -> Decimal:
         return await self._bounded(self._brokers[account].quote(symbol), what="quote")

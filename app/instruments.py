@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
 from app.errors import InvalidQuantityPrecision, QuantityTooHigh, QuantityTooLow
 from app.sessions import ALWAYS, Sessions, parse_sessions
@@ -25,6 +25,8 @@ class Instrument:
     min_notional: Decimal
     sessions: Sessions
     price: Decimal | None
+    significant_digits: int | None = None
+    """Set for venues that count precision in significant digits; the step is then unused."""
 
     @classmethod
     def from_config(cls, config: InstrumentConfig) -> Instrument:
@@ -45,6 +47,14 @@ class Instrument:
         )
 
     def check_precision(self, quantity: Decimal) -> None:
+        if self.significant_digits is not None:
+            digits = len(quantity.normalize().as_tuple().digits)
+            if digits > self.significant_digits:
+                raise InvalidQuantityPrecision(
+                    f"{self.ticker} takes at most {self.significant_digits} significant digits; "
+                    f"{quantity} has {digits}"
+                )
+            return
         if quantity % self.quantity_step != 0:
             raise InvalidQuantityPrecision(
                 f"{self.ticker} trades in steps of {self.quantity_step}; {quantity} is not one"
@@ -68,6 +78,10 @@ class Instrument:
 
     def floor_to_step(self, quantity: Decimal) -> Decimal:
         """The quantity rounded down to the step (unchanged, digits and all, when on it)."""
+        if self.significant_digits is not None:
+            exponent = quantity.adjusted() - self.significant_digits + 1
+            unit = Decimal(1).scaleb(exponent)
+            return quantity if quantity % unit == 0 else quantity.quantize(unit, ROUND_DOWN)
         remainder = quantity % self.quantity_step
         return quantity - remainder if remainder else quantity
 

@@ -1,21 +1,25 @@
-"""The paper broker: fills every market order at once, at the configured quote.
+"""The paper broker: fills every market order at once, at the current quote.
 
 It is a broker like any other (it implements :class:`app.broker.Broker`), not a flag inside
-a live one. A buy fills at ``quote * (1 + slippage)``, a sell at ``quote * (1 - slippage)``;
-the fee is ``fee_bps`` of the
-fill's notional, rounded half-even to 8 decimal places. Its order book and balances live in memory:
-after a restart it knows no orders, so start-up reconciliation treats an intent it does not
-know as never placed. The ledger, not this object, is the record of a paper account.
+a live one. Quotes are the configured instrument prices, or, with ``quotes``, another
+source's (real prices from an exchange's public tickers: forward testing). A buy fills at
+``quote * (1 + slippage)``, a sell at ``quote * (1 - slippage)``; the fee is ``fee_bps`` of
+the fill's notional, rounded half-even to 8 decimal places. Its order book and balances live
+in memory: after a restart it knows no orders, so start-up reconciliation treats an intent it
+does not know as never placed. The ledger, not this object, is the record of a paper account.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from app.broker import Fill, OrderReport, OrderRequest
 from app.errors import OrderRejected
+from app.instruments import Instrument
+
+QuoteSource = Callable[[str], Awaitable[Decimal]]
 
 BASIS_POINT = Decimal("0.0001")
 FEE_UNIT = Decimal("0.00000001")  # fees are rounded half-even to 8 decimal places
@@ -24,15 +28,18 @@ FEE_UNIT = Decimal("0.00000001")  # fees are rounded half-even to 8 decimal plac
 class PaperBroker:
     def __init__(
         self,
-        prices: Mapping[str, Decimal],
+        instruments: Mapping[str, Instrument],
         *,
         currency: str,
         cash: Decimal = Decimal(0),
         fee_bps: Decimal = Decimal(0),
         slippage_bps: Decimal = Decimal(0),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        quotes: QuoteSource | None = None,
     ) -> None:
-        self._prices = dict(prices)
+        self._instruments = dict(instruments)
+        self._prices = {i.symbol: i.price for i in instruments.values() if i.price is not None}
+        self._quotes = quotes
         self._currency = currency
         self._fee_rate = fee_bps * BASIS_POINT
         self._slippage = slippage_bps * BASIS_POINT
@@ -44,7 +51,12 @@ class PaperBroker:
         """Move the simulated market (tests and forward-testing drivers use this)."""
         self._prices[symbol] = price
 
+    def instrument(self, ticker: str) -> Instrument | None:
+        return self._instruments.get(ticker)
+
     async def quote(self, symbol: str) -> Decimal:
+        if self._quotes is not None:
+            return await self._quotes(symbol)
         try:
             return self._prices[symbol]
         except KeyError:

@@ -35,7 +35,6 @@ from app.errors import (
     UnsupportedMediaType,
 )
 from app.execution import Execution, LegBusy
-from app.instruments import Instrument
 from app.protocol import (
     INTEGRATION_TYPES,
     SIGNAL_TYPES,
@@ -89,12 +88,10 @@ class Receiver:
         settings: Settings,
         database: Database,
         brokers: Mapping[str, Broker],
-        instruments: Mapping[str, Instrument],
         clock: Callable[[], datetime],
     ) -> None:
         self._settings = settings
         self._database = database
-        self._instruments = instruments
         self._clock = clock
         self._execution = Execution(
             database=database,
@@ -290,7 +287,7 @@ class Receiver:
         if attempt is None:
             return
         account = self._settings.account(run.integration.account_name)
-        instrument = self._instruments.get(signal.ticker)
+        instrument = self._execution.instrument(account.name, signal.ticker)
         broker_started = time.perf_counter()
         quote = (
             await self._execution.quote(account.name, instrument.symbol)
@@ -372,7 +369,7 @@ class Receiver:
                 return None
             if position.status != "open":
                 raise LegBusy(position.status)
-            instrument = self._instruments.get(position.ticker)
+            instrument = self._execution.instrument(run.integration.account_name, position.ticker)
             if instrument is None:
                 raise UnsupportedInstrument(f"{position.ticker} is no longer configured")
             check_session(instrument, now=now)

@@ -7,8 +7,10 @@ from decimal import Decimal
 
 from app.broker import OrderReport, OrderRequest
 from app.errors import BrokerUnavailable
+from app.instruments import instruments_by_ticker
 from app.paper import PaperBroker
-from tests.conftest import Service, ServiceFactory, check_invariants, envelope, signal
+from app.settings import load_settings
+from tests.conftest import CONFIG, Service, ServiceFactory, check_invariants, envelope, signal
 
 
 def test_a_repeated_delivery_gets_the_stored_answer_and_executes_nothing(
@@ -104,8 +106,8 @@ class UnreachableBroker(PaperBroker):
 
 
 def unreachable() -> dict[str, UnreachableBroker]:
-    prices = {"XAU/USD": Decimal("2350.00"), "BTC/USDT": Decimal("65000.00")}
-    return {"demo-paper": UnreachableBroker(prices, currency="USD", cash=Decimal(100000))}
+    instruments = instruments_by_ticker(load_settings(CONFIG).instruments)
+    return {"demo-paper": UnreachableBroker(instruments, currency="USD", cash=Decimal(100000))}
 
 
 def test_broker_unreachable_is_503_and_a_redelivery_executes_once(
