@@ -7,6 +7,7 @@ account, and reconciles intents a crash left open before the first request is se
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -30,7 +31,7 @@ from app.limits import BodyLimit
 from app.paper import PaperBroker
 from app.receiver import Receiver
 from app.responses import JSON, error_response
-from app.settings import Settings
+from app.settings import AccountConfig, Settings
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
@@ -64,19 +65,60 @@ class Services:
 
 def paper_brokers(settings: Settings, *, clock: Clock) -> dict[str, Broker]:
     """One paper broker per paper account, quoting the configured instrument prices."""
-    instruments = instruments_by_ticker(settings.instruments)
     return {
-        account.name: PaperBroker(
-            instruments,
-            currency=account.currency,
-            cash=account.initial_deposit,
-            fee_bps=account.fee_bps,
-            slippage_bps=account.slippage_bps,
-            clock=clock,
-        )
+        account.name: _paper(settings, account, clock=clock)
         for account in settings.accounts
         if account.broker == "paper"
     }
+
+
+def _paper(
+    settings: Settings, account: AccountConfig, *, clock: Clock, quotes: Broker | None = None
+) -> PaperBroker:
+    return PaperBroker(
+        instruments_by_ticker(settings.instruments),
+        currency=account.currency,
+        cash=account.initial_deposit,
+        fee_bps=account.fee_bps,
+        slippage_bps=account.slippage_bps,
+        clock=clock,
+        quotes=quotes.quote if quotes is not None else None,
+    )
+
+
+def build_brokers(settings: Settings, *, clock: Clock) -> tuple[dict[str, Broker], list[Broker]]:
+    """Every account's broker, and the extra venues used only for quotes (to close).
+
+    ccxt is imported only when an account needs it."""
+    if not any(a.broker == "ccxt" or a.quotes for a in settings.accounts):
+        return paper_brokers(settings, clock=clock), []
+    from app import ccxt_broker
+
+    def exchange(account: AccountConfig, exchange_id: str, *, public: bool) -> Broker:
+        api_key, secret = (None, None) if public else settings.credentials(account)
+        client = ccxt_broker.create_exchange(
+            exchange_id,
+            api_key=api_key,
+            secret=secret,
+            sandbox=account.sandbox and not public,
+            timeout_seconds=settings.broker_timeout_seconds,
+            api_url=account.api_url,
+        )
+        return ccxt_broker.CcxtBroker(client, overrides=settings.instruments, clock=clock)
+
+    brokers: dict[str, Broker] = {}
+    quote_venues: list[Broker] = []
+    for account in settings.accounts:
+        if account.broker == "ccxt":
+            assert account.exchange is not None
+            brokers[account.name] = exchange(account, account.exchange, public=False)
+        elif account.quotes_exchange:
+            venue = exchange(account, account.quotes_exchange, public=True)
+            quote_venues.append(venue)
+            brokers[account.name] = _paper(settings, account, clock=clock, quotes=venue)
+        else:
+            brokers[account.name] = _paper(settings, account, clock=clock)
+    return brokers, quote_venues
 
 
 def create_app(
@@ -88,7 +130,10 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Services]]:
         database = Database(create_engine(settings.database_url))
-        venues = brokers if brokers is not None else paper_brokers(settings, clock=clock)
+        venues, quote_venues = (
+            (brokers, []) if brokers is not None else build_brokers(settings, clock=clock)
+        )
+        background: list[asyncio.Task[None]] = []
         try:
             if settings.migrate_on_start:
                 await migrate.upgrade(database.engine)
@@ -102,6 +147,13 @@ def create_app(
                 clock=clock,
             )
             await receiver.reconcile()
+            background = [
+                asyncio.create_task(receiver.reconcile_forever(), name="reconcile"),
+                asyncio.create_task(
+                    _refresh_markets(venues, every=settings.markets_refresh_seconds),
+                    name="markets",
+                ),
+            ]
             yield {
                 "services": Services(
                     settings=settings,
@@ -114,7 +166,10 @@ def create_app(
                 )
             }
         finally:
-            for broker in venues.values():
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            for broker in [*venues.values(), *quote_venues]:
                 await broker.close()
             await database.dispose()
 
@@ -133,6 +188,18 @@ def create_app(
         },
         lifespan=lifespan,
     )
+
+
+async def _refresh_markets(brokers: Mapping[str, Broker], *, every: float) -> None:
+    """Reload live venues' markets periodically (instrument rules change)."""
+    while True:
+        await asyncio.sleep(every)
+        for name, broker in brokers.items():
+            if broker.is_live:
+                try:
+                    await broker.start()
+                except BrokerError as exc:
+                    log.warning("markets of %s not refreshed: %s", name, exc.message)
 
 
 async def healthz(_request: Request) -> Response:

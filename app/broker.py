@@ -59,6 +59,13 @@ class OrderReport:
 class Broker(Protocol):
     """One account's venue."""
 
+    is_live: bool
+    """True when the venue's balances are the truth (an exchange); False for paper."""
+
+    async def start(self) -> None:
+        """Get ready to trade: load (or reload) markets. Called at start-up and periodically."""
+        ...
+
     def instrument(self, ticker: str) -> Instrument | None:
         """The provider ticker's instrument and its order rules on this venue, if it trades it."""
         ...

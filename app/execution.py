@@ -17,9 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TypeVar
 
-from sqlalchemy import select
-
-from app import inbox, schema, trading
+from app import inbox, trading
 from app.broker import Broker, OrderReport, OrderRequest
 from app.database import Database
 from app.errors import BrokerUnavailable, OrderRejected
@@ -47,6 +45,8 @@ class Execution:
         self._brokers = brokers
         self._clock = clock
         self._timeout = timeout
+        self._ready: set[str] = set()
+        self._lookups: dict[int, int] = {}
 
     def instrument(self, account: str, ticker: str) -> Instrument | None:
         return self._brokers[account].instrument(ticker)
@@ -84,7 +84,7 @@ class Execution:
         return report
 
     async def resume(
-        self, event_id: int, purpose: trading.Purpose, *, resuming: bool
+        self, account: str, event_id: int, purpose: trading.Purpose, *, resuming: bool
     ) -> int | None:
         """The attempt number for an event's leg, or None when the leg is already done.
 
@@ -100,7 +100,7 @@ class Execution:
                 if intent.purpose == purpose
             ]
         for intent in pending:
-            await self.settle(intent, account=await self._account_name(intent.account_id))
+            await self.settle(intent, account=account)
         async with self._database.read() as connection:
             statuses = await trading.leg_orders(connection, event_id=event_id, purpose=purpose)
         if FILLED & set(statuses):
@@ -115,16 +115,38 @@ class Execution:
         async with self._database.write() as connection:
             await trading.apply_report(connection, intent, report, now=self._clock())
 
+    def ensure_ready(self, account: str) -> None:
+        if account not in self._ready:
+            raise BrokerUnavailable(
+                f"the account {account} is being reconciled with its broker; try again shortly"
+            )
+
+    async def prepare(self, account: str) -> bool:
+        """Make an account ready to serve: markets loaded, its unfinished intents settled,
+        its open positions checked against a live venue. False (and not ready) when the
+        broker cannot be reached or an intent is still unknown; try again later."""
+        broker = self._brokers[account]
+        try:
+            await broker.start()
+            async with self._database.read() as connection:
+                account_id = await trading.account_id(connection, account)
+                intents = await trading.pending_intents(connection, account_id=account_id)
+            for intent in intents:
+                await self.settle(intent, account=account)
+            if broker.is_live:
+                await self._check_positions(account, account_id)
+        except BrokerUnavailable as exc:
+            log.warning("account %s is not ready: %s", account, exc.message)
+            self._ready.discard(account)
+            return False
+        self._ready.add(account)
+        return True
+
     async def reconcile(self) -> None:
-        """At start-up: settle every intent without a final state, then mark deliveries a
-        crash left running as retryable, so that a redelivery resumes them."""
-        async with self._database.read() as connection:
-            intents = await trading.pending_intents(connection)
-        for intent in intents:
-            try:
-                await self.settle(intent, account=await self._account_name(intent.account_id))
-            except BrokerUnavailable:
-                log.warning("order %s is still unknown at the broker", intent.client_order_id)
+        """At start-up: prepare every account, then mark deliveries a crash left running as
+        retryable, so that a redelivery resumes them."""
+        for account in self._brokers:
+            await self.prepare(account)
         answer = inbox.Answer(
             503,
             b'{"error":"interrupted","message":"the service stopped while running this event; '
@@ -137,6 +159,52 @@ class Execution:
                     connection, event_id, answer, state="retryable", now=self._clock()
                 )
 
+    async def reconcile_pending(self, *, max_lookups: int) -> None:
+        """The background pass: prepare accounts that are not ready; look up every intent
+        still without a final state; after ``max_lookups`` failed lookups, reject it."""
+        for account in self._brokers:
+            if account not in self._ready:
+                await self.prepare(account)
+        async with self._database.read() as connection:
+            intents = await trading.pending_intents(connection)
+            names = await trading.account_names(connection)
+        for intent in intents:
+            try:
+                await self.settle(intent, account=names[intent.account_id])
+            except BrokerUnavailable:
+                tries = self._lookups.get(intent.order_id, 0) + 1
+                self._lookups[intent.order_id] = tries
+                if tries >= max_lookups:
+                    reason = f"still unknown at the broker after {tries} lookups"
+                    async with self._database.write() as connection:
+                        await trading.apply_report(
+                            connection, intent, _rejected(intent, reason), now=self._clock()
+                        )
+                    log.error("order %s rejected: %s", intent.client_order_id, reason)
+
+    async def _check_positions(self, account: str, account_id: int) -> None:
+        """Flag open positions the venue's balances contradict; never change them silently."""
+        broker = self._brokers[account]
+        balances = await broker.balances()
+        async with self._database.write() as connection:
+            for position in await trading.open_positions(connection, account_id=account_id):
+                instrument = broker.instrument(position.ticker)
+                base = (instrument.symbol if instrument else position.ticker).split("/")[0]
+                held = balances.get(base, Decimal(0))
+                if position.direction == "long" and held < position.quantity:
+                    await trading.flag_position(
+                        connection,
+                        position.id,
+                        f"the exchange holds {held} {base}; this position is {position.quantity}",
+                    )
+
+    async def venue_free(self, account: str, asset: str) -> Decimal | None:
+        """A live venue's free balance of ``asset``; None for paper accounts."""
+        broker = self._brokers[account]
+        if not broker.is_live:
+            return None
+        return (await self._bounded(broker.balances(), what="balance")).get(asset, Decimal(0))
+
     async def _lookup(self, broker: Broker, intent: trading.OrderIntent) -> OrderReport | None:
         return await self._bounded(
             broker.fetch_order(intent.client_order_id, symbol=intent.symbol), what="order lookup"
@@ -147,13 +215,6 @@ class Execution:
             return await asyncio.wait_for(call, self._timeout)
         except TimeoutError:
             raise BrokerUnavailable(f"the broker did not answer the {what} in time") from None
-
-    async def _account_name(self, account_id: int) -> str:
-        async with self._database.read() as connection:
-            name = await connection.scalar(
-                select(schema.accounts.c.name).where(schema.accounts.c.id == account_id)
-            )
-        return str(name)
 
 
 def _add(timings: dict[str, float], phase: str, seconds: float) -> None:

@@ -51,6 +51,11 @@ class PaperBroker:
         """Move the simulated market (tests and forward-testing drivers use this)."""
         self._prices[symbol] = price
 
+    is_live = False
+
+    async def start(self) -> None:
+        return None
+
     def instrument(self, ticker: str) -> Instrument | None:
         return self._instruments.get(ticker)
 

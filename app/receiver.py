@@ -104,6 +104,17 @@ class Receiver:
         """Settle what a crash left open; run before the first delivery is served."""
         await self._execution.reconcile()
 
+    async def reconcile_forever(self) -> None:
+        """The background reconciler: every ``reconcile_interval_seconds``."""
+        while True:
+            await asyncio.sleep(self._settings.reconcile_interval_seconds)
+            try:
+                await self._execution.reconcile_pending(
+                    max_lookups=self._settings.reconcile_max_lookups
+                )
+            except Exception:
+                log.exception("reconciliation pass failed; the next pass retries")
+
     async def receive(
         self, raw_body: bytes, *, content_type: str | None, headers: Mapping[str, str]
     ) -> inbox.Answer:
@@ -272,6 +283,7 @@ class Receiver:
                 enabled=True,
                 now=self._clock(),
             )
+        self._execution.ensure_ready(run.integration.account_name)
         event_type = run.parsed.event.type
         if event_type == "SIGNAL_CLOSE":
             await self._close(run, strategy, required=True)
@@ -283,17 +295,19 @@ class Receiver:
     async def _open(self, run: Run, strategy: directory.Strategy) -> None:
         signal = run.parsed.signal
         assert signal is not None
-        attempt = await self._execution.resume(run.event_id, "open", resuming=run.resuming)
+        account = self._settings.account(run.integration.account_name)
+        attempt = await self._execution.resume(
+            account.name, run.event_id, "open", resuming=run.resuming
+        )
         if attempt is None:
             return
-        account = self._settings.account(run.integration.account_name)
         instrument = self._execution.instrument(account.name, signal.ticker)
         broker_started = time.perf_counter()
-        quote = (
-            await self._execution.quote(account.name, instrument.symbol)
-            if instrument
-            else Decimal(0)
-        )
+        quote = venue_cash = None
+        if instrument is not None:
+            quote = await self._execution.quote(account.name, instrument.symbol)
+            quote_asset = _assets(instrument.symbol, account.currency)[1]
+            venue_cash = await self._execution.venue_free(account.name, quote_asset)
         run.timings["quote_ms"] = (time.perf_counter() - broker_started) * 1000
         configured = self._settings.strategy_rules(
             integration=run.integration.name, strategy_id=strategy.external_id
@@ -322,7 +336,7 @@ class Receiver:
                     signal.ticker,
                     direction=direction,
                     quantity=signal.quantity,
-                    quote=quote,
+                    quote=quote or Decimal(0),
                     rules=rules,
                     terms=terms,
                     funds=funds,
@@ -330,20 +344,25 @@ class Receiver:
                     now=now,
                 ),
                 now=now,
+                venue_cash=venue_cash,
             )
         run.timings["checks_ms"] = (time.perf_counter() - checks_started) * 1000
         await self._execution.execute(account.name, intent, timings=run.timings)
 
     async def _close(self, run: Run, strategy: directory.Strategy, *, required: bool) -> bool:
         """Close the strategy's position; False when there is none and none is required."""
-        attempt = await self._execution.resume(run.event_id, "close", resuming=run.resuming)
+        account = self._settings.account(run.integration.account_name)
+        attempt = await self._execution.resume(
+            account.name, run.event_id, "close", resuming=run.resuming
+        )
         if attempt is None:
             return True
-        account = self._settings.account(run.integration.account_name)
         deadline = time.monotonic() + self._settings.duplicate_wait_seconds
         while True:
             try:
-                intent = await self._reserve_close(run, strategy, attempt=attempt)
+                intent = await self._reserve_close(
+                    run, strategy, attempt=attempt, account=account.name
+                )
                 break
             except LegBusy:
                 # An earlier event's order for this position is still at the broker.
@@ -360,7 +379,7 @@ class Receiver:
         return True
 
     async def _reserve_close(
-        self, run: Run, strategy: directory.Strategy, *, attempt: int
+        self, run: Run, strategy: directory.Strategy, *, attempt: int, account: str
     ) -> trading.OrderIntent | None:
         now = self._clock()
         async with self._database.write() as connection:
@@ -446,6 +465,12 @@ def _dedupe_key(parsed: ParsedEvent, integration_id: int, headers: Mapping[str, 
         if value is not None:
             return header_dedupe_key(integration_id, value)
     return parsed.dedupe_key(integration_id)
+
+
+def _assets(symbol: str, currency: str) -> tuple[str, str]:
+    """(base, quote) of a ``BASE/QUOTE`` symbol; a bare symbol is quoted in ``currency``."""
+    base, _, quote = symbol.partition("/")
+    return base, (quote.split(":")[0] or currency)
 
 
 def _terms(settings: Settings, account_name: str) -> AccountTerms:

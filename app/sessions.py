@@ -59,6 +59,7 @@ class Sessions:
 
 
 ALWAYS = Sessions(timezone=UTC, spans=((0, _MINUTES_PER_WEEK),), text="always")
+NEVER = Sessions(timezone=UTC, spans=(), text="closed (the venue lists the market inactive)")
 
 
 def parse_sessions(timezone: str, windows: Sequence[str]) -> Sessions:

@@ -35,11 +35,23 @@ class UserConfig(_Section):
 
 
 class AccountConfig(_Section):
-    """Where trades execute. ``broker = "paper"`` simulates fills at the configured quotes."""
+    """Where trades execute. ``broker = "paper"`` simulates fills at the configured quotes
+    (or, with ``quotes = "ccxt:<exchange id>"``, at an exchange's public prices);
+    ``broker = "ccxt"`` trades on ``exchange`` (its testnet while ``sandbox``), with the API
+    key and secret read from the environment variables named by ``api_key_env`` and
+    ``secret_env``: secrets never appear in the file."""
 
     name: str
     user: str = Field(description="the owner's email")
-    broker: Literal["paper"] = "paper"
+    broker: Literal["paper", "ccxt"] = "paper"
+    exchange: str | None = None
+    sandbox: bool = True
+    api_key_env: str | None = None
+    secret_env: str | None = None
+    api_url: str | None = Field(
+        default=None, description="send every exchange API call here (a proxy, or a test fake)"
+    )
+    quotes: str | None = None
     currency: str = "USD"
     is_sandbox: bool = True
     is_verified: bool = True
@@ -50,6 +62,18 @@ class AccountConfig(_Section):
     )
     fee_bps: Decimal = Field(default=Decimal(0), ge=0)
     slippage_bps: Decimal = Field(default=Decimal(0), ge=0)
+
+    @model_validator(mode="after")
+    def _venue(self) -> AccountConfig:
+        if self.broker == "ccxt" and not self.exchange:
+            raise ValueError(f"account {self.name!r}: a ccxt account needs an exchange id")
+        if self.quotes is not None and not self.quotes.startswith("ccxt:"):
+            raise ValueError(f"account {self.name!r}: quotes must be 'ccxt:<exchange id>'")
+        return self
+
+    @property
+    def quotes_exchange(self) -> str | None:
+        return self.quotes.removeprefix("ccxt:") if self.quotes else None
 
 
 class IntegrationConfig(_Section):
@@ -142,6 +166,9 @@ class Settings(BaseSettings):
     max_signal_age_seconds: float = Field(default=300, gt=0)
     broker_timeout_seconds: float = Field(default=2.0, gt=0)
     duplicate_wait_seconds: float = Field(default=10.0, gt=0)
+    reconcile_interval_seconds: float = Field(default=10.0, gt=0)
+    reconcile_max_lookups: int = Field(default=5, gt=0)
+    markets_refresh_seconds: float = Field(default=3600.0, gt=0)
     close_position_on_disable: bool = False
     log_level: str = "INFO"
     api_key: SecretStr | None = Field(
@@ -192,6 +219,13 @@ class Settings(BaseSettings):
 
     def account(self, name: str) -> AccountConfig:
         return next(account for account in self.accounts if account.name == name)
+
+    def credentials(self, account: AccountConfig) -> tuple[str | None, str | None]:
+        """The account's API key and secret, from the environment variables it names."""
+        return (
+            os.environ.get(account.api_key_env) if account.api_key_env else None,
+            os.environ.get(account.secret_env) if account.secret_env else None,
+        )
 
     def strategy_rules(self, *, integration: str, strategy_id: str) -> StrategyRulesConfig:
         for strategy in self.strategies:

@@ -33,6 +33,15 @@ from app.rules import AccountTerms, Direction, Funds, OrderPlan, Side, short_col
 
 ZERO = Decimal(0)
 Purpose = Literal["open", "close"]
+_POSITION_COLUMNS = (
+    schema.positions.c.id,
+    schema.positions.c.ticker,
+    schema.positions.c.direction,
+    schema.positions.c.status,
+    schema.positions.c.quantity,
+    schema.positions.c.cost,
+    schema.positions.c.provider_position_id,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +91,20 @@ async def record_deposit(
 
 
 async def funds(
-    connection: AsyncConnection, account_id: int, *, terms: AccountTerms, lock: bool
+    connection: AsyncConnection,
+    account_id: int,
+    *,
+    terms: AccountTerms,
+    lock: bool,
+    venue_cash: Decimal | None = None,
 ) -> Funds:
-    """The account's funds as the rules see them (see :mod:`app.rules`)."""
+    """The account's funds as the rules see them (see :mod:`app.rules`). ``venue_cash``, a
+    live venue's free balance, stands in for the ledger's cash where given."""
     account = select(schema.accounts.c.cash).where(schema.accounts.c.id == account_id)
-    cash = (await connection.execute(account.with_for_update() if lock else account)).scalar_one()
+    ledger_cash = (
+        await connection.execute(account.with_for_update() if lock else account)
+    ).scalar_one()
+    cash = ledger_cash if venue_cash is None else venue_cash
     reserved = sum(
         (
             await connection.execute(
@@ -114,19 +132,35 @@ async def funds(
     )
 
 
+async def account_id(connection: AsyncConnection, name: str) -> int:
+    found = await connection.scalar(
+        select(schema.accounts.c.id).where(schema.accounts.c.name == name)
+    )
+    if found is None:
+        raise LookupError(f"no account named {name!r}")
+    return int(found)
+
+
+async def account_names(connection: AsyncConnection) -> dict[int, str]:
+    rows = await connection.execute(select(schema.accounts.c.id, schema.accounts.c.name))
+    return {int(account_id): str(name) for account_id, name in rows}
+
+
+async def open_positions(connection: AsyncConnection, *, account_id: int) -> list[OpenPosition]:
+    table = schema.positions
+    rows = await connection.execute(
+        select(*_POSITION_COLUMNS).where(table.c.account_id == account_id, table.c.status == "open")
+    )
+    return [OpenPosition(*row) for row in rows]
+
+
 async def position_of(connection: AsyncConnection, strategy_id: int) -> OpenPosition | None:
     table = schema.positions
     row = (
         await connection.execute(
-            select(
-                table.c.id,
-                table.c.ticker,
-                table.c.direction,
-                table.c.status,
-                table.c.quantity,
-                table.c.cost,
-                table.c.provider_position_id,
-            ).where(table.c.strategy_id == strategy_id, table.c.status != "closed")
+            select(*_POSITION_COLUMNS).where(
+                table.c.strategy_id == strategy_id, table.c.status != "closed"
+            )
         )
     ).one_or_none()
     return None if row is None else OpenPosition(*row)
@@ -153,8 +187,9 @@ async def reserve_open(
     terms: AccountTerms,
     decide: Callable[[Funds, bool], OrderPlan],
     now: datetime,
+    venue_cash: Decimal | None = None,
 ) -> OrderIntent:
-    current = await funds(connection, account_id, terms=terms, lock=True)
+    current = await funds(connection, account_id, terms=terms, lock=True, venue_cash=venue_cash)
     plan = decide(current, await position_of(connection, strategy_id) is not None)
     try:
         async with connection.begin_nested():
@@ -277,9 +312,9 @@ async def _insert_order(
 
 
 async def pending_intents(
-    connection: AsyncConnection, *, event_id: int | None = None
+    connection: AsyncConnection, *, event_id: int | None = None, account_id: int | None = None
 ) -> list[OrderIntent]:
-    """Intents without a final state: of one event, or (at start-up) all of them."""
+    """Intents without a final state: of one event, of one account, or all of them."""
     table = schema.orders
     query = select(
         table.c.id,
@@ -294,6 +329,8 @@ async def pending_intents(
     ).where(table.c.status == "pending")
     if event_id is not None:
         query = query.where(table.c.event_id == event_id)
+    if account_id is not None:
+        query = query.where(table.c.account_id == account_id)
     return [OrderIntent(*row) for row in (await connection.execute(query.order_by(table.c.id)))]
 
 
