@@ -134,7 +134,7 @@ class Execution:
             for intent in intents:
                 await self.settle(intent, account=account)
             if broker.is_live:
-                await self._check_positions(account, account_id)
+                await self._sync_with_venue(account, account_id)
         except BrokerUnavailable as exc:
             log.warning("account %s is not ready: %s", account, exc.message)
             self._ready.discard(account)
@@ -182,11 +182,21 @@ class Execution:
                         )
                     log.error("order %s rejected: %s", intent.client_order_id, reason)
 
-    async def _check_positions(self, account: str, account_id: int) -> None:
-        """Flag open positions the venue's balances contradict; never change them silently."""
+    async def _sync_with_venue(self, account: str, account_id: int) -> None:
+        """Post the venue's free cash as the opening balance (once), and flag open
+        positions the venue's balances contradict; never change them silently."""
         broker = self._brokers[account]
         balances = await broker.balances()
         async with self._database.write() as connection:
+            currency = await trading.account_currency(connection, account_id)
+            if opening := balances.get(currency, Decimal(0)):
+                await trading.record_deposit(
+                    connection,
+                    account_id,
+                    amount=opening,
+                    reference=f"opening-balance:{account}",
+                    now=self._clock(),
+                )
             for position in await trading.open_positions(connection, account_id=account_id):
                 instrument = broker.instrument(position.ticker)
                 base = (instrument.symbol if instrument else position.ticker).split("/")[0]

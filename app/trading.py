@@ -141,6 +141,14 @@ async def account_id(connection: AsyncConnection, name: str) -> int:
     return int(found)
 
 
+async def account_currency(connection: AsyncConnection, account_id: int) -> str:
+    return str(
+        await connection.scalar(
+            select(schema.accounts.c.currency).where(schema.accounts.c.id == account_id)
+        )
+    )
+
+
 async def account_names(connection: AsyncConnection) -> dict[int, str]:
     rows = await connection.execute(select(schema.accounts.c.id, schema.accounts.c.name))
     return {int(account_id): str(name) for account_id, name in rows}
