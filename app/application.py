@@ -58,8 +58,8 @@ class Services:
         for account, broker in self.brokers.items():
             try:
                 result[account] = await broker.quote(symbol)
-            except BrokerError:
-                result[account] = None
+            except SignalbridgeError:
+                result[account] = None  # unknown there, or the venue is unreachable
         return result
 
 

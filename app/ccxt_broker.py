@@ -147,6 +147,7 @@ class CcxtBroker:
         self._exchange = exchange
         self._overrides = {config.ticker: config for config in overrides}
         self._instruments: dict[str, Instrument] = {}
+        self._last_quotes: dict[str, Decimal] = {}
         self._clock = clock
 
     is_live = True
@@ -180,6 +181,7 @@ class CcxtBroker:
         for field in ("last", "close", "ask", "bid"):
             price = _decimal(ticker.get(field))
             if price is not None and price > 0:
+                self._last_quotes[symbol] = price
                 return price
         raise BrokerUnavailable(f"the exchange gave no price for {symbol}")
 
@@ -314,7 +316,7 @@ class CcxtBroker:
             if instrument is not None:
                 try:
                     instrument.check_precision(order.quantity)
-                    instrument.check_size(order.quantity, price=instrument.price or Decimal(0))
+                    instrument.check_size(order.quantity, price=self._last_quotes.get(order.symbol))
                 except ProtocolError as explained:
                     return explained
         return OrderRejected(message)

@@ -20,7 +20,7 @@ from typing import TypeVar
 from app import inbox, trading
 from app.broker import Broker, OrderReport, OrderRequest
 from app.database import Database
-from app.errors import BrokerUnavailable, OrderRejected
+from app.errors import BrokerUnavailable, OrderRejected, ProtocolError
 from app.instruments import Instrument
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,8 @@ class Execution:
         request = OrderRequest(intent.client_order_id, intent.symbol, intent.side, intent.quantity)
         try:
             report = await self._bounded(broker.submit(request), what="submit")
-        except OrderRejected as exc:
-            report, error = _rejected(intent, str(exc)), exc
+        except (OrderRejected, ProtocolError) as exc:  # refused: final, nothing was placed
+            report, error = _rejected(intent, exc.message), exc
         except BrokerUnavailable as exc:
             found = await self._lookup(broker, intent)
             report = found or _rejected(intent, "not placed: the broker could not be reached")

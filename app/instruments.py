@@ -60,13 +60,14 @@ class Instrument:
                 f"{self.ticker} trades in steps of {self.quantity_step}; {quantity} is not one"
             )
 
-    def check_size(self, quantity: Decimal, *, price: Decimal) -> None:
+    def check_size(self, quantity: Decimal, *, price: Decimal | None) -> None:
+        """Min and max quantity, and (with a price) min notional."""
         if quantity <= 0 or quantity < self.min_quantity:
             raise QuantityTooLow(
                 f"{self.ticker} needs at least {self.min_quantity} units; got {quantity}"
             )
-        notional = quantity * price
-        if notional < self.min_notional:
+        notional = None if price is None else quantity * price
+        if notional is not None and notional < self.min_notional:
             raise QuantityTooLow(
                 f"{self.ticker} orders need a notional of at least {self.min_notional}; "
                 f"{quantity} at {price} is {notional}"

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import httpx
@@ -242,7 +242,7 @@ def start_service(database_url: str) -> Iterator[ServiceFactory]:
 
     def start(
         *,
-        brokers: Mapping[str, Broker] | None = None,
+        brokers: Mapping[str, Broker] | Literal["app"] | None = None,
         clock: Clock | None = None,
         **overrides: Any,
     ) -> Service:
@@ -250,10 +250,13 @@ def start_service(database_url: str) -> Iterator[ServiceFactory]:
             server.__exit__()
         settings = load_settings(CONFIG, database_url=database_url, **overrides)
         clock = clock or Clock(OPEN_MARKETS)
-        brokers = brokers if brokers is not None else paper_brokers(settings, clock=clock)
-        server = Server(create_app(settings, brokers=brokers, clock=clock)).__enter__()
+        # None: paper brokers the test can reach; "app": the app builds its own (ccxt too).
+        if brokers is None:
+            brokers = paper_brokers(settings, clock=clock)
+        app_brokers = None if brokers == "app" else brokers
+        server = Server(create_app(settings, brokers=app_brokers, clock=clock)).__enter__()
         servers.append(server)
-        service = Service(server.url, settings, clock, brokers, database_url)
+        service = Service(server.url, settings, clock, app_brokers or {}, database_url)
         clients.append(service.client)
         return service
 
@@ -269,7 +272,7 @@ def service(start_service: ServiceFactory) -> Service:
     return start_service()
 
 
-def check_invariants(service: Service) -> None:
+def check_invariants(service: Service, *, account: str = "demo-paper") -> None:
     """The design's invariants, read straight from the database file."""
     totals: dict[int, Decimal] = {}
     for row in service.rows("SELECT transaction_id, amount FROM postings"):
@@ -277,18 +280,18 @@ def check_invariants(service: Service) -> None:
             row["amount"]
         )
     assert all(total == 0 for total in totals.values()), totals
-    for account in service.rows("SELECT id, cash FROM accounts"):
+    for row_account in service.rows("SELECT id, cash FROM accounts"):
         cash = sum(
             (
                 Decimal(row["amount"])
                 for row in service.rows(
                     "SELECT amount FROM postings WHERE account_id = ? AND ledger_account = 'cash'",
-                    account["id"],
+                    row_account["id"],
                 )
             ),
             Decimal(0),
         )
-        assert Decimal(account["cash"]) == cash
+        assert Decimal(row_account["cash"]) == cash
         assert cash >= 0
     open_per_strategy = service.rows(
         "SELECT strategy_id FROM positions WHERE status <> 'closed' "
@@ -296,7 +299,7 @@ def check_invariants(service: Service) -> None:
     )
     assert open_per_strategy == []
     assert service.rows("SELECT id FROM events WHERE answer_status IS NULL") == []
-    book = service.api("/api/accounts/demo-paper/book")
+    book = service.api(f"/api/accounts/{account}/book")
     assert Decimal(book["balance"]) == journal_balance(service)
     assert {t: Decimal(q) for t, q in book["holding"].items()} == journal_holding(service)
 
