@@ -20,7 +20,7 @@ from typing import TypeVar
 from app import inbox, trading
 from app.broker import Broker, OrderReport, OrderRequest
 from app.database import Database
-from app.errors import BrokerUnavailable, OrderRejected, ProtocolError
+from app.errors import BrokerUnavailable, OrderRejected, ProtocolError, SignalbridgeError
 from app.instruments import Instrument
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ class Execution:
                 await self.settle(intent, account=account)
             if broker.is_live:
                 await self._sync_with_venue(account, account_id)
-        except BrokerUnavailable as exc:
+        except SignalbridgeError as exc:  # unreachable, refused credentials, ...
             log.warning("account %s is not ready: %s", account, exc.message)
             self._ready.discard(account)
             return False

@@ -25,6 +25,7 @@ from app.database import Database
 from app.errors import (
     BrokerUnavailable,
     IdempotencyConflict,
+    InsufficientFunds,
     InvalidCredentials,
     PositionNotFound,
     ProtocolError,
@@ -357,11 +358,12 @@ class Receiver:
         )
         if attempt is None:
             return True
+        base_free = await self._base_free(account.name, strategy.id)
         deadline = time.monotonic() + self._settings.duplicate_wait_seconds
         while True:
             try:
                 intent = await self._reserve_close(
-                    run, strategy, attempt=attempt, account=account.name
+                    run, strategy, attempt=attempt, account=account.name, base_free=base_free
                 )
                 break
             except LegBusy:
@@ -378,8 +380,25 @@ class Receiver:
         await self._execution.execute(account.name, intent, timings=run.timings)
         return True
 
+    async def _base_free(self, account: str, strategy_id: int) -> Decimal | None:
+        """On a live venue, the free balance of the asset a spot close would sell."""
+        async with self._database.read() as connection:
+            position = await trading.position_of(connection, strategy_id)
+        if position is None or position.direction != "long":
+            return None
+        instrument = self._execution.instrument(account, position.ticker)
+        if instrument is None:
+            return None
+        return await self._execution.venue_free(account, _assets(instrument.symbol, "")[0])
+
     async def _reserve_close(
-        self, run: Run, strategy: directory.Strategy, *, attempt: int, account: str
+        self,
+        run: Run,
+        strategy: directory.Strategy,
+        *,
+        attempt: int,
+        account: str,
+        base_free: Decimal | None,
     ) -> trading.OrderIntent | None:
         now = self._clock()
         async with self._database.write() as connection:
@@ -392,6 +411,11 @@ class Receiver:
             if instrument is None:
                 raise UnsupportedInstrument(f"{position.ticker} is no longer configured")
             check_session(instrument, now=now)
+            if base_free is not None and base_free < position.quantity:
+                raise InsufficientFunds(
+                    f"the exchange holds {base_free} free to sell; the position is "
+                    f"{position.quantity}"
+                )
             signal = run.parsed.signal
             if signal is not None and signal.quantity != position.quantity:
                 run.notes.append(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -209,3 +210,84 @@ def test_a_restart_settles_a_pending_intent_before_serving(
 
 def check_invariants_live(service: Service) -> None:
     check_invariants(service, account="live")
+
+
+def test_a_close_needs_the_base_asset_free_on_the_exchange(
+    live: Service, exchange: FakeExchangeServer
+) -> None:
+    live.send("SIGNAL_OPEN", buy())
+    exchange.fake.balances["BTC"].free = Decimal(0)  # sold elsewhere, by hand
+    response = live.send("SIGNAL_CLOSE", buy())
+    assert response.status_code == 422
+    assert response.json()["type"] == "InsufficientFunds"
+    assert exchange.fake.create_order_calls == 1  # the open only
+    assert len(live.api("/api/positions", status="open")["positions"]) == 1
+
+
+def test_a_restart_flags_a_position_the_exchange_contradicts(
+    start_service: ServiceFactory, live: Service, exchange: FakeExchangeServer
+) -> None:
+    live.send("SIGNAL_OPEN", buy())
+    exchange.fake.balances["BTC"].free = Decimal("0.004")
+    restarted = start_service(brokers="app", clock=live.clock, **live_overrides(exchange.url))
+    [position] = restarted.api("/api/positions", status="open")["positions"]
+    assert Decimal(position["quantity"]) == Decimal("0.01")  # not silently changed
+    assert "the exchange holds 0.00400000 BTC" in position["attention"]
+
+
+@pytest.mark.parametrize("key", ["live-key", "a-key-the-exchange-refuses"])
+def test_an_account_that_cannot_start_answers_503_and_the_service_still_serves(
+    start_service: ServiceFactory, monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    monkeypatch.setenv("TEST_EXCHANGE_KEY", key)
+    monkeypatch.setenv("TEST_EXCHANGE_SECRET", "live-secret")
+    with FakeExchangeServer(FakeExchange(api_key="live-key")) as exchange:
+        url = exchange.url if key != "live-key" else "http://127.0.0.1:9"  # closed port
+        service = start_service(brokers="app", **live_overrides(url))
+        response = service.send("SIGNAL_OPEN", buy())
+    assert response.status_code == 503
+    assert "reconciled" in response.json()["message"]
+    assert service.rows("SELECT id FROM orders") == []
+
+
+def test_the_background_reconciler_gives_up_after_n_lookups(
+    start_service: ServiceFactory, exchange: FakeExchangeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_EXCHANGE_KEY", "live-key")
+    monkeypatch.setenv("TEST_EXCHANGE_SECRET", "live-secret")
+    service = start_service(
+        brokers="app",
+        reconcile_interval_seconds=0.1,
+        reconcile_max_lookups=2,
+        **live_overrides(exchange.url),
+    )
+    exchange.fake.next_order("timeout_before_place")
+    exchange.fake.next_fetch_order(*["unavailable"] * 3)
+    assert service.send("SIGNAL_OPEN", buy()).status_code == 503
+    deadline = time.monotonic() + 10
+    while service.rows("SELECT status FROM orders")[0]["status"] == "pending":
+        assert time.monotonic() < deadline, "the reconciler never settled the intent"
+        time.sleep(0.05)
+    [order] = service.rows("SELECT status, reason FROM orders")
+    assert order["status"] == "rejected"
+    assert "after 2 lookups" in order["reason"]
+    assert service.api("/api/positions")["positions"] == []
+
+
+def test_a_paper_account_can_fill_at_an_exchanges_public_prices(
+    start_service: ServiceFactory, exchange: FakeExchangeServer
+) -> None:
+    exchange.fake.prices["BTCUSDT"] = Decimal("70123.45")
+    paper = {
+        "name": "demo-paper",
+        "user": "demo@example.com",
+        "initial_deposit": "100000",
+        "quotes": "ccxt:binance",
+        "api_url": exchange.url,
+    }
+    service = start_service(brokers="app", accounts=[paper])
+    assert service.send("SIGNAL_OPEN", buy()).status_code == 200
+    [fill] = service.rows("SELECT price FROM fills")
+    assert Decimal(fill["price"]) == Decimal("70123.45")
+    assert exchange.fake.create_order_calls == 0  # simulated fills
+    check_invariants(service)
