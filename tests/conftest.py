@@ -14,10 +14,7 @@ import itertools
 import json
 import os
 import re
-import socket
 import sqlite3
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,11 +26,11 @@ from typing import Any, Literal
 import asyncpg
 import httpx
 import pytest
-import uvicorn
 
 from app.application import create_app, paper_brokers
 from app.broker import Broker
 from app.settings import Settings, load_settings
+from tests.server import Server
 
 CONFIG = Path(__file__).parent.parent / "config" / "signalbridge.toml"
 OPEN_MARKETS = datetime(2026, 11, 18, 15, 0, tzinfo=UTC)  # Wednesday, 10:00 in New York
@@ -165,35 +162,6 @@ class Service:
         return asyncio.run(_postgres_fetch(self.database_url, numbered, parameters))
 
 
-class Server:
-    """uvicorn serving an app on 127.0.0.1 in a background thread."""
-
-    def __init__(self, app: Any) -> None:
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.bind(("127.0.0.1", 0))
-        port = self._socket.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", ws="none")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
-        )
-
-    def __enter__(self) -> Server:
-        self._thread.start()
-        deadline = time.monotonic() + 20
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the server did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=20)
-        self._socket.close()
-
-
 ServiceFactory = Callable[..., Service]
 POSTGRES_URL = os.environ.get("SIGNALBRIDGE_TEST_POSTGRES_URL")
 
@@ -247,14 +215,15 @@ def start_service(database_url: str) -> Iterator[ServiceFactory]:
         **overrides: Any,
     ) -> Service:
         for server in servers:
-            server.__exit__()
+            server.stop()
         settings = load_settings(CONFIG, database_url=database_url, **overrides)
         clock = clock or Clock(OPEN_MARKETS)
         # None: paper brokers the test can reach; "app": the app builds its own (ccxt too).
         if brokers is None:
             brokers = paper_brokers(settings, clock=clock)
         app_brokers = None if brokers == "app" else brokers
-        server = Server(create_app(settings, brokers=app_brokers, clock=clock)).__enter__()
+        server = Server(create_app(settings, brokers=app_brokers, clock=clock))
+        server.start()
         servers.append(server)
         service = Service(server.url, settings, clock, app_brokers or {}, database_url)
         clients.append(service.client)
@@ -264,7 +233,7 @@ def start_service(database_url: str) -> Iterator[ServiceFactory]:
     for client in clients:
         client.close()
     for server in servers:
-        server.__exit__()
+        server.stop()
 
 
 @pytest.fixture

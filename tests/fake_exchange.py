@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
-import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -27,12 +25,13 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
+
+from tests.server import Server
 
 Params = dict[str, str]
 Handler = Callable[[Params], Awaitable[Any]]
@@ -655,7 +654,7 @@ def _trade_json(trade: Trade) -> dict[str, Any]:
 
 
 class FakeExchangeServer:
-    """A :class:`FakeExchange` served by uvicorn on 127.0.0.1 in a daemon thread.
+    """A :class:`FakeExchange` served on 127.0.0.1 in a background thread.
 
     It serves whatever :attr:`fake` is at the time of each request: assign a new
     :class:`FakeExchange` to start over without restarting the server.
@@ -663,31 +662,15 @@ class FakeExchangeServer:
 
     def __init__(self, fake: FakeExchange | None = None) -> None:
         self.fake = fake or FakeExchange()
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
-        config = uvicorn.Config(
-            self._app, log_level="warning", lifespan="off", ws="none", interface="asgi3"
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
-        )
+        self._server = Server(self._app, lifespan="off")
+        self.url = self._server.url
 
     def __enter__(self) -> FakeExchangeServer:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.__exit__()
-                raise RuntimeError("the fake exchange did not start")
-            time.sleep(0.005)
+        self._server.start()
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._socket.close()
+        self._server.stop()
 
     async def _app(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.fake.app(scope, receive, send)
