@@ -1,76 +1,136 @@
-"""The operator API under ``/api``: read-only views of positions, books, events,
-instruments and version warnings. Every endpoint needs ``X-API-Key``."""
+"""The operator API under ``/api``. Every endpoint needs ``X-API-Key``; a ``read`` key may
+use the GET endpoints, a ``write`` key all of them (403 otherwise).
+
+The list endpoints (events, orders, positions, an account's ledger) answer
+``Accept: text/event-stream`` with a live stream of new items (see :mod:`app.streams`).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any, Literal
 
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app import queries
-from app.errors import MalformedBody, Unauthorized
+from app import queries, streams
+from app.errors import Forbidden, MalformedBody, Unauthorized
 from app.responses import JSON
 from app.settings import OperatorKeyConfig
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+Scope = Literal["read", "write"]
 
 
-def key_digests(keys: Sequence[OperatorKeyConfig]) -> tuple[str, ...]:
-    return tuple(
-        key.sha256.lower()
-        if key.sha256 is not None
-        else hashlib.sha256(key.key.get_secret_value().encode()).hexdigest()  # type: ignore[union-attr]
-        for key in keys
-    )
+def key_scopes(keys: Sequence[OperatorKeyConfig]) -> tuple[tuple[str, Scope], ...]:
+    """(SHA-256 digest, scope) of every operator key; plain keys are hashed here."""
+    result: list[tuple[str, Scope]] = []
+    for key in keys:
+        if key.sha256 is not None:
+            result.append((key.sha256.lower(), key.scope))
+        elif key.key is not None:
+            result.append((_digest(key.key.get_secret_value()), key.scope))
+    return tuple(result)
 
 
-def require_key(endpoint: Endpoint) -> Endpoint:
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def require_key(endpoint: Endpoint, *, scope: Scope = "read") -> Endpoint:
     async def guarded(request: Request) -> Response:
         presented = request.headers.get("x-api-key")
         if not presented:
             raise Unauthorized("send the operator API key in the X-API-Key header")
-        digest = hashlib.sha256(presented.encode()).hexdigest()
-        matches = [
-            hmac.compare_digest(digest, known) for known in request.state.services.key_digests
-        ]
-        if not any(matches):
+        digest = _digest(presented)
+        granted: Scope | None = None
+        for known, known_scope in request.state.services.key_scopes:
+            if hmac.compare_digest(digest, known):  # every key is compared: constant time
+                granted = known_scope
+        if granted is None:
             raise Unauthorized("the X-API-Key is not a known operator key")
+        if scope == "write" and granted != "write":
+            raise Forbidden("this key may only read; the action needs a write key")
         return await endpoint(request)
 
     return guarded
 
 
 async def positions(request: Request) -> Response:
-    async with request.state.services.database.read() as connection:
-        found = await queries.positions(
-            connection,
-            status=request.query_params.get("status"),
-            strategy=request.query_params.get("strategy"),
+    status, strategy = request.query_params.get("status"), request.query_params.get("strategy")
+
+    async def fetch(connection: AsyncConnection, after: int | None, limit: int | None) -> Any:
+        return await queries.positions(
+            connection, status=status, strategy=strategy, after=after, limit=limit
         )
-    return JSON({"positions": found})
+
+    return await _list(request, "positions", fetch, time_field="created_at")
+
+
+async def orders(request: Request) -> Response:
+    async def fetch(connection: AsyncConnection, after: int | None, limit: int | None) -> Any:
+        return await queries.orders(connection, after=after, limit=limit or 100)
+
+    return await _list(request, "orders", fetch, time_field="created_at")
+
+
+async def ledger(request: Request) -> Response:
+    account = request.path_params["name"]
+    async with request.state.services.database.read() as connection:
+        await queries.account_id(connection, account)  # 404 before any stream starts
+
+    async def fetch(connection: AsyncConnection, after: int | None, limit: int | None) -> Any:
+        return await queries.ledger_entries(
+            connection, account=account, after=after, limit=limit or 100
+        )
+
+    return await _list(request, "ledger_transactions", fetch, time_field="at", kind="ledger")
+
+
+async def events(request: Request) -> Response:
+    params = request.query_params
+    limit = _whole(params.get("limit", "100"), "limit")
+    since, until = _when(params.get("since"), "since"), _when(params.get("until"), "until")
+
+    async def fetch(connection: AsyncConnection, after: int | None, batch: int | None) -> Any:
+        return await queries.events(
+            connection,
+            limit=batch or limit,
+            event_type=params.get("type"),
+            state=params.get("state"),
+            strategy=params.get("strategy"),
+            since=since,
+            until=until,
+            after=after,
+        )
+
+    return await _list(request, "events", fetch, time_field="received_at")
+
+
+async def event(request: Request) -> Response:
+    event_id = _whole(request.path_params["id"], "event id")
+    async with request.state.services.database.read() as connection:
+        return JSON(await queries.event(connection, event_id))
+
+
+async def replay(request: Request) -> Response:
+    """Run a stored event again (one that failed for a transient reason, or whose version
+    was not understood), under the same exactly-once rules; answers what it answered."""
+    event_id = _whole(request.path_params["id"], "event id")
+    answer = await request.state.services.receiver.replay(event_id)
+    body = json.loads(answer.body) if answer.body else None
+    return JSON({"event": event_id, "status": answer.status, "answer": body})
 
 
 async def book(request: Request) -> Response:
     async with request.state.services.database.read() as connection:
         return JSON(await queries.book(connection, request.path_params["name"]))
-
-
-async def events(request: Request) -> Response:
-    limit = request.query_params.get("limit", "100")
-    if not limit.isdigit():
-        raise MalformedBody("limit must be a whole number")
-    async with request.state.services.database.read() as connection:
-        found = await queries.events(
-            connection,
-            limit=int(limit),
-            event_type=request.query_params.get("type"),
-            state=request.query_params.get("state"),
-        )
-    return JSON({"events": found})
 
 
 async def instruments(request: Request) -> Response:
@@ -99,10 +159,57 @@ async def versions(request: Request) -> Response:
         return JSON({"deprecated_versions": await queries.version_warnings(connection)})
 
 
+ListFetch = Callable[[AsyncConnection, int | None, int | None], Awaitable[Any]]
+
+
+async def _list(
+    request: Request, table: str, fetch: ListFetch, *, time_field: str, kind: str | None = None
+) -> Response:
+    """A list as JSON, or its live stream for ``Accept: text/event-stream``."""
+    database = request.state.services.database
+    if streams.wants_stream(request):
+
+        async def latest(connection: AsyncConnection) -> int:
+            return await queries.latest_id(connection, table)
+
+        return await streams.stream(
+            request,
+            database,
+            kind=kind or table,
+            fetch_after=fetch,
+            latest=latest,
+            time_field=time_field,
+        )
+    async with database.read() as connection:
+        return JSON({kind or table: await fetch(connection, None, None)})
+
+
+def _whole(value: str, name: str) -> int:
+    if not value.isdigit():
+        raise MalformedBody(f"{name} must be a whole number")
+    return int(value)
+
+
+def _when(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise MalformedBody(f"{name} must be an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        raise MalformedBody(f"{name} needs a time zone (e.g. 2026-11-18T15:00:00Z)")
+    return moment
+
+
 routes = [
     Route("/api/positions", require_key(positions)),
+    Route("/api/orders", require_key(orders)),
     Route("/api/accounts/{name}/book", require_key(book)),
+    Route("/api/accounts/{name}/ledger", require_key(ledger)),
     Route("/api/events", require_key(events)),
+    Route("/api/events/{id}", require_key(event)),
+    Route("/api/events/{id}/replay", require_key(replay, scope="write"), methods=["POST"]),
     Route("/api/instruments", require_key(instruments)),
     Route("/api/versions", require_key(versions)),
 ]

@@ -50,7 +50,7 @@ class Services:
     receiver: Receiver
     brokers: Mapping[str, Broker]
     instruments: Mapping[str, Instrument]
-    key_digests: tuple[str, ...]
+    key_scopes: tuple[tuple[str, api.Scope], ...]
     clock: Clock
 
     async def quotes(self, symbol: str) -> dict[str, Decimal | None]:
@@ -161,7 +161,7 @@ def create_app(
                     receiver=receiver,
                     brokers=venues,
                     instruments=instruments,
-                    key_digests=api.key_digests(settings.operator_keys),
+                    key_scopes=api.key_scopes(settings.operator_keys),
                     clock=clock,
                 )
             }

@@ -15,7 +15,9 @@ a broker library's) are translated once, at their edge, and re-raised as one of 
     │   ├── StaleSignal                422: timestamp too far from now
     │   ├── IdempotencyConflict        422: same dedupe key, different body
     │   ├── Unauthorized               401: operator API key missing or wrong
-    │   └── NotFound                   404: an operator API resource that does not exist
+    │   ├── Forbidden                  403: a read-only key on a write endpoint
+    │   ├── NotFound                   404: an operator API resource that does not exist
+    │   └── Conflict                   409: the resource's state does not allow the action
     ├── ProtocolError                  a ProQuant typed error: answered with x-proquant-error: 1
     │   ├── InvalidCredentials         401
     │   ├── UnsupportedInstrument      422
@@ -105,6 +107,21 @@ class Unauthorized(RequestError):
 
     status_code = 401
     code = "unauthorized"
+
+
+class Forbidden(RequestError):
+    """Raised when an operator key's scope does not cover the endpoint."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+class Conflict(RequestError):
+    """Raised when the resource's state does not allow the action (e.g. replaying an event
+    that is done)."""
+
+    status_code = 409
+    code = "conflict"
 
 
 class NotFound(RequestError):

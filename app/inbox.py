@@ -129,6 +129,35 @@ async def load(connection: AsyncConnection, event_id: int) -> Stored:
     return _stored(row)
 
 
+@dataclass(frozen=True, slots=True)
+class Replayable:
+    id: int
+    state: str
+    error_type: str | None
+    raw_body: bytes
+    integration_id: int | None
+    dedupe_key: str | None
+    duplicate_of: int | None
+
+
+async def replayable(connection: AsyncConnection, event_id: int) -> Replayable | None:
+    table = schema.events
+    row = (
+        await connection.execute(
+            select(
+                table.c.id,
+                table.c.state,
+                table.c.error_type,
+                table.c.raw_body,
+                table.c.integration_id,
+                table.c.dedupe_key,
+                table.c.duplicate_of,
+            ).where(table.c.id == event_id)
+        )
+    ).one_or_none()
+    return None if row is None else Replayable(*row)
+
+
 async def rerun(connection: AsyncConnection, event_id: int) -> bool:
     """Take a ``retryable`` event back to ``pending``; False if another delivery did first."""
     result = await connection.execute(

@@ -6,6 +6,7 @@ Decimals stay ``Decimal`` here; :func:`app.responses.to_json` writes them as str
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -18,8 +19,14 @@ EVENT_LIMIT_MAX = 1000
 
 
 async def positions(
-    connection: AsyncConnection, *, status: str | None = None, strategy: str | None = None
+    connection: AsyncConnection,
+    *,
+    status: str | None = None,
+    strategy: str | None = None,
+    after: int | None = None,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
+    """Positions in id order; ``after`` and ``limit`` page through them (streams)."""
     p, s, a = schema.positions, schema.strategies, schema.accounts
     query = (
         select(
@@ -34,6 +41,7 @@ async def positions(
             p.c.cost,
             p.c.realized_pnl,
             p.c.provider_position_id,
+            p.c.created_at,
             p.c.opened_at,
             p.c.closed_at,
             p.c.attention,
@@ -46,6 +54,10 @@ async def positions(
         query = query.where(p.c.status == status)
     if strategy is not None:
         query = query.where(s.c.external_id == strategy)
+    if after is not None:
+        query = query.where(p.c.id > after)
+    if limit is not None:
+        query = query.limit(limit)
     result = []
     for row in await connection.execute(query):
         item = dict(row._mapping)
@@ -123,7 +135,12 @@ async def events(
     limit: int = 100,
     event_type: str | None = None,
     state: str | None = None,
+    strategy: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    after: int | None = None,
 ) -> list[dict[str, Any]]:
+    """The latest deliveries first; with ``after``, those after that id, oldest first."""
     e = schema.events
     query = (
         select(
@@ -142,19 +159,98 @@ async def events(
             e.c.note,
             e.c.timings,
         )
-        .order_by(e.c.id.desc())
+        .order_by(e.c.id.desc() if after is None else e.c.id)
         .limit(max(1, min(limit, EVENT_LIMIT_MAX)))
     )
-    if event_type is not None:
-        query = query.where(e.c.event_type == event_type)
-    if state is not None:
-        query = query.where(e.c.state == state)
+    filters = {
+        e.c.event_type: event_type,
+        e.c.state: state,
+        e.c.strategy_external_id: strategy,
+    }
+    for column, value in filters.items():
+        if value is not None:
+            query = query.where(column == value)
+    if since is not None:
+        query = query.where(e.c.received_at >= since)
+    if until is not None:
+        query = query.where(e.c.received_at < until)
+    if after is not None:
+        query = query.where(e.c.id > after)
     result = []
     for row in await connection.execute(query):
         item = dict(row._mapping)
         item["timings"] = json.loads(item["timings"]) if item["timings"] else None
         result.append(item)
     return result
+
+
+async def event(connection: AsyncConnection, event_id: int) -> dict[str, Any]:
+    """One delivery with everything stored about it, the raw body included (as text)."""
+    e = schema.events
+    row = (await connection.execute(select(e).where(e.c.id == event_id))).one_or_none()
+    if row is None:
+        raise NotFound(f"no event {event_id}")
+    item = dict(row._mapping)
+    item["raw_body"] = item["raw_body"].decode("utf-8", errors="replace")
+    item["timings"] = json.loads(item["timings"]) if item["timings"] else None
+    return item
+
+
+async def orders(
+    connection: AsyncConnection, *, after: int | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    """Orders with their fills, in id order (after ``after``)."""
+    o, f = schema.orders, schema.fills
+    query = select(o).order_by(o.c.id).limit(max(1, min(limit, EVENT_LIMIT_MAX)))
+    if after is not None:
+        query = query.where(o.c.id > after)
+    result = [dict(row._mapping) for row in await connection.execute(query)]
+    if result:
+        fills = await connection.execute(
+            select(f).where(f.c.order_id.in_([item["id"] for item in result])).order_by(f.c.id)
+        )
+        by_order: dict[int, list[dict[str, Any]]] = {}
+        for fill in fills:
+            by_order.setdefault(fill.order_id, []).append(dict(fill._mapping))
+        for item in result:
+            item["fills"] = by_order.get(item["id"], [])
+    return result
+
+
+async def ledger_entries(
+    connection: AsyncConnection,
+    *,
+    account: str | None = None,
+    after: int | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Ledger transactions with their postings, in id order (after ``after``)."""
+    t, p = schema.ledger_transactions, schema.postings
+    query = select(t).order_by(t.c.id).limit(max(1, min(limit, EVENT_LIMIT_MAX)))
+    if account is not None:
+        query = query.where(t.c.account_id == await account_id(connection, account))
+    if after is not None:
+        query = query.where(t.c.id > after)
+    result = [dict(row._mapping) for row in await connection.execute(query)]
+    if result:
+        rows = await connection.execute(
+            select(p.c.transaction_id, p.c.ledger_account, p.c.amount, p.c.ticker, p.c.quantity)
+            .where(p.c.transaction_id.in_([item["id"] for item in result]))
+            .order_by(p.c.id)
+        )
+        by_transaction: dict[int, list[dict[str, Any]]] = {}
+        for row in rows:
+            posting = dict(row._mapping)
+            by_transaction.setdefault(posting.pop("transaction_id"), []).append(posting)
+        for item in result:
+            item["postings"] = by_transaction.get(item["id"], [])
+    return result
+
+
+async def latest_id(connection: AsyncConnection, table: str) -> int:
+    """The highest row id of one of the streamed tables (0 when empty)."""
+    column = schema.metadata.tables[table].c.id
+    return int(await connection.scalar(select(func.coalesce(func.max(column), 0))) or 0)
 
 
 async def version_warnings(connection: AsyncConnection) -> list[dict[str, Any]]:

@@ -24,9 +24,11 @@ from app.broker import Broker
 from app.database import Database
 from app.errors import (
     BrokerUnavailable,
+    Conflict,
     IdempotencyConflict,
     InsufficientFunds,
     InvalidCredentials,
+    NotFound,
     PositionNotFound,
     ProtocolError,
     RequestError,
@@ -34,6 +36,7 @@ from app.errors import (
     StaleSignal,
     UnsupportedInstrument,
     UnsupportedMediaType,
+    UnsupportedVersion,
 )
 from app.execution import Execution, LegBusy
 from app.protocol import (
@@ -116,11 +119,51 @@ class Receiver:
             except Exception:
                 log.exception("reconciliation pass failed; the next pass retries")
 
+    async def replay(self, event_id: int) -> inbox.Answer:
+        """Run a stored event again: one answered 503 (``retryable``), or one whose envelope
+        version was not understood. Anything else is final: 409."""
+        async with self._database.read() as connection:
+            stored = await inbox.replayable(connection, event_id)
+            integration = (
+                await directory.integration_by_id(connection, stored.integration_id)
+                if stored is not None and stored.integration_id is not None
+                else None
+            )
+        if stored is None:
+            raise NotFound(f"no event {event_id}")
+        if stored.duplicate_of is not None:
+            raise Conflict(f"event {event_id} repeats event {stored.duplicate_of}; replay that")
+        if integration is None:
+            raise Conflict(f"event {event_id} was not authenticated; it cannot be replayed")
+        if stored.state == "retryable" and stored.dedupe_key is not None:
+            async with self._database.write() as connection:
+                if not await inbox.rerun(connection, event_id):
+                    raise Conflict(f"event {event_id} is already running again")
+            parsed = parse_envelope(stored.raw_body)
+            run = Run(event_id, stored.dedupe_key, parsed, integration, resuming=True)
+            return await self._run(run)
+        if stored.state == "failed" and stored.error_type == UnsupportedVersion.code:
+            try:
+                parsed = parse_envelope(stored.raw_body)
+            except RequestError as exc:
+                return answer_for(exc)
+            return await self._accept(
+                inbox.Delivery(stored.raw_body, _sha256(stored.raw_body), None, self._clock()),
+                parsed,
+                integration,
+                key=parsed.dedupe_key(integration.id),
+                started=time.perf_counter(),
+            )
+        raise Conflict(
+            f"event {event_id} is {stored.state}; only events answered 503 or of a version "
+            "this build did not understand can be replayed"
+        )
+
     async def receive(
         self, raw_body: bytes, *, content_type: str | None, headers: Mapping[str, str]
     ) -> inbox.Answer:
         started = time.perf_counter()
-        digest = hashlib.sha256(raw_body).hexdigest()
+        digest = _sha256(raw_body)
         delivery = inbox.Delivery(raw_body, digest, content_type, self._clock())
         parsed: ParsedEvent | None = None
         error: SignalbridgeError | None = None
@@ -153,6 +196,19 @@ class Receiver:
             log.warning(
                 "envelope version %s is deprecated from %s", parsed.version, parsed.deprecation
             )
+        return await self._accept(delivery, parsed, integration, key=key, started=started)
+
+    async def _accept(
+        self,
+        delivery: inbox.Delivery,
+        parsed: ParsedEvent,
+        integration: directory.Integration,
+        *,
+        key: str,
+        started: float,
+    ) -> inbox.Answer:
+        """Claim the dedupe key and run the event, or answer as its first delivery did."""
+        details = _details(parsed, integration)
         async with self._database.write() as connection:
             event_id = await inbox.store(connection, delivery, details, dedupe_key=key)
         if event_id is None:
@@ -432,6 +488,10 @@ class Receiver:
                 symbol=instrument.symbol,
                 now=now,
             )
+
+
+def _sha256(raw_body: bytes) -> str:
+    return hashlib.sha256(raw_body).hexdigest()
 
 
 def client_order_id(dedupe_key: str, leg: str, attempt: int) -> str:

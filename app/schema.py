@@ -140,6 +140,7 @@ positions = Table(
     Column("cost", ExactDecimal, nullable=False),
     Column("realized_pnl", ExactDecimal, nullable=False),
     Column("provider_position_id", String(200)),
+    Column("created_at", UTCDateTime, nullable=False),
     Column("opened_at", UTCDateTime),
     Column("closed_at", UTCDateTime),
     Column("attention", Text),

@@ -140,9 +140,11 @@ class StrategyConfig(StrategyRulesConfig):
 
 
 class OperatorKeyConfig(_Section):
-    """An operator API key: ``key`` in plain text (demo only) or ``sha256`` of it."""
+    """An operator API key: ``key`` in plain text (demo only) or ``sha256`` of it.
+    ``scope = "read"`` keys may only read; ``"write"`` keys may also act."""
 
     name: str
+    scope: Literal["read", "write"] = "read"
     key: SecretStr | None = None
     sha256: str | None = None
 

@@ -213,6 +213,7 @@ async def reserve_open(
                     cost=ZERO,
                     realized_pnl=ZERO,
                     provider_position_id=provider_position_id,
+                    created_at=now,
                 ),
             )
     except IntegrityError as exc:

@@ -154,6 +154,7 @@ def upgrade() -> None:
         sa.Column("cost", ExactDecimal(), nullable=False),
         sa.Column("realized_pnl", ExactDecimal(), nullable=False),
         sa.Column("provider_position_id", sa.String(length=200), nullable=True),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("opened_at", UTCDateTime(), nullable=True),
         sa.Column("closed_at", UTCDateTime(), nullable=True),
         sa.Column("attention", sa.Text(), nullable=True),
