@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -22,12 +24,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app import api, directory, migrate, webhooks
+from app import api, directory, migrate, queries, webhooks
 from app.broker import Broker
 from app.database import Database, create_engine
 from app.errors import BrokerError, NotFound, RequestError, SignalbridgeError
 from app.instruments import Instrument, instruments_by_ticker
 from app.limits import BodyLimit
+from app.metrics import Metrics
 from app.paper import PaperBroker
 from app.receiver import Receiver
 from app.responses import JSON, error_response
@@ -52,6 +55,7 @@ class Services:
     instruments: Mapping[str, Instrument]
     key_scopes: tuple[tuple[str, api.Scope], ...]
     clock: Clock
+    metrics: Metrics
 
     async def quotes(self, symbol: str) -> dict[str, Decimal | None]:
         result: dict[str, Decimal | None] = {}
@@ -127,6 +131,8 @@ def create_app(
     brokers: Mapping[str, Broker] | None = None,
     clock: Clock = system_clock,
 ) -> Starlette:
+    metrics = Metrics()
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Services]]:
         database = Database(create_engine(settings.database_url))
@@ -145,6 +151,7 @@ def create_app(
                 database=database,
                 brokers=venues,
                 clock=clock,
+                metrics=metrics,
             )
             await receiver.reconcile()
             background = [
@@ -163,6 +170,7 @@ def create_app(
                     instruments=instruments,
                     key_scopes=api.key_scopes(settings.operator_keys),
                     clock=clock,
+                    metrics=metrics,
                 )
             }
         finally:
@@ -175,6 +183,8 @@ def create_app(
 
     routes = [
         Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", api.require_key(prometheus)),
         Route("/webhooks/proquant", webhooks.proquant, methods=["POST"]),
         *api.routes,
     ]
@@ -203,7 +213,38 @@ async def _refresh_markets(brokers: Mapping[str, Broker], *, every: float) -> No
 
 
 async def healthz(_request: Request) -> Response:
+    """Alive: the process answers. For liveness probes; no key, no data."""
     return JSON({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Ready: the database answers and every account is reconciled with its broker (503
+    otherwise, naming what is not). For readiness probes; no key."""
+    services: Services = request.state.services
+    try:
+        async with services.database.read() as connection:
+            await connection.execute(text("SELECT 1"))
+        database = "ok"
+    except SQLAlchemyError as exc:
+        database = f"unreachable: {type(exc).__name__}"
+    accounts = {
+        name: "ready" if ready else "reconciling"
+        for name, ready in services.receiver.readiness().items()
+    }
+    ready = database == "ok" and all(state == "ready" for state in accounts.values())
+    return JSON({"database": database, "accounts": accounts}, status_code=200 if ready else 503)
+
+
+async def prometheus(request: Request) -> Response:
+    """Metrics in Prometheus' text format (behind the operator key: they describe trading)."""
+    services: Services = request.state.services
+
+    async def open_positions() -> int:
+        async with services.database.read() as connection:
+            return await queries.open_position_count(connection)
+
+    body = await services.metrics.render(open_positions)
+    return Response(body, media_type=services.metrics.content_type)
 
 
 async def _signalbridge_error(_request: Request, exc: Exception) -> Response:

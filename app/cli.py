@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -112,16 +111,17 @@ def _client_options(command: argparse.ArgumentParser) -> None:
 def _serve(arguments: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from app import logs
     from app.application import create_app
 
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    logs.configure(level=settings.log_level, json_lines=settings.log_format == "json")
     uvicorn.run(
         create_app(settings),
         host=arguments.host or settings.host,
         port=arguments.port or settings.port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's records go through the same handler
+        ws="none",
     )
     return 0
 

@@ -17,7 +17,8 @@ a broker library's) are translated once, at their edge, and re-raised as one of 
     │   ├── Unauthorized               401: operator API key missing or wrong
     │   ├── Forbidden                  403: a read-only key on a write endpoint
     │   ├── NotFound                   404: an operator API resource that does not exist
-    │   └── Conflict                   409: the resource's state does not allow the action
+    │   ├── Conflict                   409: the resource's state does not allow the action
+    │   └── ProviderRefused            502: the signal provider refused a registration (4xx)
     ├── ProtocolError                  a ProQuant typed error: answered with x-proquant-error: 1
     │   ├── InvalidCredentials         401
     │   ├── UnsupportedInstrument      422
@@ -28,9 +29,10 @@ a broker library's) are translated once, at their edge, and re-raised as one of 
     │   ├── PositionAlreadyExists      409
     │   ├── PositionNotFound           404
     │   └── InsufficientFunds          422
-    └── BrokerError                    the broker edge
-        ├── BrokerUnavailable          503: outcome unknown or broker unreachable; retry later
-        └── OrderRejected              422: the broker refused the order; do not retry unchanged
+    ├── BrokerError                    the broker edge
+    │   ├── BrokerUnavailable          503: outcome unknown or broker unreachable; retry later
+    │   └── OrderRejected              422: the broker refused the order; do not retry unchanged
+    └── ProviderUnavailable            503: the signal provider unreachable on every try
 
 A ``ProtocolError`` is final for its event: a redelivery gets the same answer back. A
 ``BrokerUnavailable`` is transient: the event may be delivered again and is then re-run.
@@ -122,6 +124,20 @@ class Conflict(RequestError):
 
     status_code = 409
     code = "conflict"
+
+
+class ProviderRefused(RequestError):
+    """The provider answered 4xx to a registration; retrying it unchanged will fail again."""
+
+    status_code = 502
+    code = "provider_refused"
+
+
+class ProviderUnavailable(SignalbridgeError):
+    """The provider could not be reached, or answered 429/5xx, on every try; retry later."""
+
+    status_code = 503
+    code = "provider_unavailable"
 
 
 class NotFound(RequestError):

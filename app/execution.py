@@ -22,6 +22,7 @@ from app.broker import Broker, OrderReport, OrderRequest
 from app.database import Database
 from app.errors import BrokerUnavailable, OrderRejected, ProtocolError, SignalbridgeError
 from app.instruments import Instrument
+from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
 ResultT = TypeVar("ResultT")
@@ -40,7 +41,9 @@ class Execution:
         brokers: Mapping[str, Broker],
         clock: Callable[[], datetime],
         timeout: float,
+        metrics: Metrics,
     ) -> None:
+        self._metrics = metrics
         self._database = database
         self._brokers = brokers
         self._clock = clock
@@ -65,8 +68,10 @@ class Execution:
         try:
             report = await self._bounded(broker.submit(request), what="submit")
         except (OrderRejected, ProtocolError) as exc:  # refused: final, nothing was placed
+            self._metrics.broker_errors.labels(account=account, kind="refused").inc()
             report, error = _rejected(intent, exc.message), exc
         except BrokerUnavailable as exc:
+            self._metrics.broker_errors.labels(account=account, kind="unavailable").inc()
             found = await self._lookup(broker, intent)
             report = found or _rejected(intent, "not placed: the broker could not be reached")
             error = None if found else exc
@@ -115,6 +120,9 @@ class Execution:
         async with self._database.write() as connection:
             await trading.apply_report(connection, intent, report, now=self._clock())
 
+    def readiness(self) -> dict[str, bool]:
+        return {account: account in self._ready for account in self._brokers}
+
     def ensure_ready(self, account: str) -> None:
         if account not in self._ready:
             raise BrokerUnavailable(
@@ -136,7 +144,9 @@ class Execution:
             if broker.is_live:
                 await self._sync_with_venue(account, account_id)
         except SignalbridgeError as exc:  # unreachable, refused credentials, ...
-            log.warning("account %s is not ready: %s", account, exc.message)
+            log.warning(
+                "account %s is not ready: %s", account, exc.message, extra={"account": account}
+            )
             self._ready.discard(account)
             return False
         self._ready.add(account)

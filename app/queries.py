@@ -247,6 +247,11 @@ async def ledger_entries(
     return result
 
 
+async def open_position_count(connection: AsyncConnection) -> int:
+    p = schema.positions
+    return int(await connection.scalar(select(func.count()).where(p.c.status != "closed")) or 0)
+
+
 async def latest_id(connection: AsyncConnection, table: str) -> int:
     """The highest row id of one of the streamed tables (0 when empty)."""
     column = schema.metadata.tables[table].c.id

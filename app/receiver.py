@@ -39,9 +39,11 @@ from app.errors import (
     UnsupportedVersion,
 )
 from app.execution import Execution, LegBusy
+from app.metrics import Metrics
 from app.protocol import (
     INTEGRATION_TYPES,
     SIGNAL_TYPES,
+    STRATEGY_TYPES,
     ParsedEvent,
     header_dedupe_key,
     parse_envelope,
@@ -57,6 +59,7 @@ INTEGRATION_STATUS = {
     "INTEGRATION_DELETED": "deleted",
 }
 POLL_SECONDS = 0.01
+KNOWN_TYPES = SIGNAL_TYPES | STRATEGY_TYPES | INTEGRATION_TYPES  # bounded metric labels
 
 
 def answer_for(error: SignalbridgeError) -> inbox.Answer:
@@ -93,20 +96,27 @@ class Receiver:
         database: Database,
         brokers: Mapping[str, Broker],
         clock: Callable[[], datetime],
+        metrics: Metrics,
     ) -> None:
         self._settings = settings
         self._database = database
         self._clock = clock
+        self._metrics = metrics
         self._execution = Execution(
             database=database,
             brokers=brokers,
             clock=clock,
             timeout=settings.broker_timeout_seconds,
+            metrics=metrics,
         )
 
     async def reconcile(self) -> None:
         """Settle what a crash left open; run before the first delivery is served."""
         await self._execution.reconcile()
+
+    def readiness(self) -> dict[str, bool]:
+        """Each account: ready to serve signals (reconciled with its broker)?"""
+        return self._execution.readiness()
 
     async def reconcile_forever(self) -> None:
         """The background reconciler: every ``reconcile_interval_seconds``."""
@@ -162,7 +172,25 @@ class Receiver:
     async def receive(
         self, raw_body: bytes, *, content_type: str | None, headers: Mapping[str, str]
     ) -> inbox.Answer:
+        """Store, run and answer one delivery; count it in the metrics."""
         started = time.perf_counter()
+        answer, event_type = await self._receive(
+            raw_body, content_type=content_type, headers=headers, started=started
+        )
+        known = event_type if event_type in KNOWN_TYPES else "other" if event_type else None
+        self._metrics.delivered(
+            known, answer.error_type or "ok", seconds=time.perf_counter() - started
+        )
+        return answer
+
+    async def _receive(
+        self,
+        raw_body: bytes,
+        *,
+        content_type: str | None,
+        headers: Mapping[str, str],
+        started: float,
+    ) -> tuple[inbox.Answer, str | None]:
         digest = _sha256(raw_body)
         delivery = inbox.Delivery(raw_body, digest, content_type, self._clock())
         parsed: ParsedEvent | None = None
@@ -191,12 +219,13 @@ class Receiver:
             answer = answer_for(error or InvalidCredentials("unknown integration"))
             async with self._database.write() as connection:
                 await inbox.store(connection, delivery, details, dedupe_key=None, answer=answer)
-            return answer
+            return answer, details.event_type
         if parsed.deprecation:
             log.warning(
                 "envelope version %s is deprecated from %s", parsed.version, parsed.deprecation
             )
-        return await self._accept(delivery, parsed, integration, key=key, started=started)
+        answer = await self._accept(delivery, parsed, integration, key=key, started=started)
+        return answer, parsed.event.type
 
     async def _accept(
         self,
@@ -288,7 +317,7 @@ class Receiver:
             run.dedupe_key,
             run.parsed.event.type,
             answer.status,
-            extra={"dedupe_key": run.dedupe_key, "timings": run.timings},
+            extra={"dedupe_key": run.dedupe_key, "event_id": run.event_id, "timings": run.timings},
         )
         return answer
 

@@ -173,6 +173,7 @@ class Settings(BaseSettings):
     markets_refresh_seconds: float = Field(default=3600.0, gt=0)
     close_position_on_disable: bool = False
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
     api_key: SecretStr | None = Field(
         default=None, description="the operator key the CLI sends (SIGNALBRIDGE_API_KEY)"
     )
