@@ -7,6 +7,7 @@ the integration a request's token belongs to.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 from collections.abc import Mapping
@@ -41,6 +42,11 @@ class Strategy:
     external_id: str
     name: str
     enabled: bool
+    paused: bool = False
+    integration_id: int = 0
+    quantity_multiplier: Decimal | None = None
+    max_order_quantity: Decimal | None = None
+    allocation_percent: Decimal | None = None
 
 
 def token_digest(token: str) -> str:
@@ -124,7 +130,7 @@ async def ensure_strategy(
 ) -> Strategy:
     """The strategy, created (enabled) when first seen; ``enabled`` sets its flag."""
     table = schema.strategies
-    query = select(table.c.id, table.c.enabled, table.c.name).where(
+    query = select(*_STRATEGY_COLUMNS).where(
         table.c.integration_id == integration_id, table.c.external_id == external_id
     )
     row = (await connection.execute(query)).one_or_none()
@@ -142,16 +148,49 @@ async def ensure_strategy(
             unique=["integration_id", "external_id"],
         )
         row = (await connection.execute(query)).one()
-    strategy_id, current, current_name = row
-    wanted = current if enabled is None else enabled
-    wanted_name = name or current_name
-    if wanted != current or wanted_name != current_name:
+    strategy = Strategy(*row)
+    wanted = strategy.enabled if enabled is None else enabled
+    wanted_name = name or strategy.name
+    if wanted != strategy.enabled or wanted_name != strategy.name:
         await connection.execute(
             update(table)
-            .where(table.c.id == strategy_id)
+            .where(table.c.id == strategy.id)
             .values(enabled=wanted, name=wanted_name, updated_at=now)
         )
-    return Strategy(strategy_id, external_id, wanted_name, wanted)
+    return dataclasses.replace(strategy, enabled=wanted, name=wanted_name)
+
+
+_STRATEGY_COLUMNS = (
+    schema.strategies.c.id,
+    schema.strategies.c.external_id,
+    schema.strategies.c.name,
+    schema.strategies.c.enabled,
+    schema.strategies.c.paused,
+    schema.strategies.c.integration_id,
+    schema.strategies.c.quantity_multiplier,
+    schema.strategies.c.max_order_quantity,
+    schema.strategies.c.allocation_percent,
+)
+
+
+async def strategy_by_id(connection: AsyncConnection, strategy_id: int) -> Strategy | None:
+    row = (
+        await connection.execute(
+            select(*_STRATEGY_COLUMNS).where(schema.strategies.c.id == strategy_id)
+        )
+    ).one_or_none()
+    return None if row is None else Strategy(*row)
+
+
+async def update_strategy(
+    connection: AsyncConnection, strategy_id: int, *, now: datetime, **values: object
+) -> None:
+    """Set the operator's fields: ``paused`` and the sizing rules (None: the config's)."""
+    await connection.execute(
+        update(schema.strategies)
+        .where(schema.strategies.c.id == strategy_id)
+        .values(updated_at=now, **values)
+    )
 
 
 async def sync_config(connection: AsyncConnection, settings: Settings, *, now: datetime) -> None:

@@ -18,6 +18,7 @@ a broker library's) are translated once, at their edge, and re-raised as one of 
     │   ├── Forbidden                  403: a read-only key on a write endpoint
     │   ├── NotFound                   404: an operator API resource that does not exist
     │   ├── Conflict                   409: the resource's state does not allow the action
+    │   │   └── StrategyPaused         409: a signal for a strategy the operator paused
     │   └── ProviderRefused            502: the signal provider refused a registration (4xx)
     ├── ProtocolError                  a ProQuant typed error: answered with x-proquant-error: 1
     │   ├── InvalidCredentials         401
@@ -138,6 +139,14 @@ class ProviderUnavailable(SignalbridgeError):
 
     status_code = 503
     code = "provider_unavailable"
+
+
+class StrategyPaused(Conflict):
+    """A signal arrived for a strategy the operator paused: stored, not executed. Answered
+    without ``x-proquant-error`` (the protocol has no type for it): the provider notifies
+    its user generically."""
+
+    code = "strategy_paused"
 
 
 class NotFound(RequestError):

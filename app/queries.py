@@ -247,6 +247,30 @@ async def ledger_entries(
     return result
 
 
+async def strategies(connection: AsyncConnection) -> list[dict[str, Any]]:
+    """Strategies with their integration, switches, the operator's sizing rules (None: the
+    config's) and their position that is not closed, if any."""
+    st, i, p = schema.strategies, schema.integrations, schema.positions
+    rows = await connection.execute(
+        select(
+            st.c.id,
+            st.c.external_id,
+            st.c.name,
+            i.c.name.label("integration"),
+            st.c.enabled,
+            st.c.paused,
+            st.c.quantity_multiplier,
+            st.c.max_order_quantity,
+            st.c.allocation_percent,
+            p.c.id.label("position_id"),
+        )
+        .join(i, i.c.id == st.c.integration_id)
+        .outerjoin(p, (p.c.strategy_id == st.c.id) & (p.c.status != "closed"))
+        .order_by(st.c.id)
+    )
+    return [dict(row._mapping) for row in rows]
+
+
 async def open_position_count(connection: AsyncConnection) -> int:
     p = schema.positions
     return int(await connection.scalar(select(func.count()).where(p.c.status != "closed")) or 0)

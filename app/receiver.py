@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,6 +35,7 @@ from app.errors import (
     RequestError,
     SignalbridgeError,
     StaleSignal,
+    StrategyPaused,
     UnsupportedInstrument,
     UnsupportedMediaType,
     UnsupportedVersion,
@@ -44,6 +46,7 @@ from app.protocol import (
     INTEGRATION_TYPES,
     SIGNAL_TYPES,
     STRATEGY_TYPES,
+    EventV1,
     ParsedEvent,
     header_dedupe_key,
     parse_envelope,
@@ -59,6 +62,7 @@ INTEGRATION_STATUS = {
     "INTEGRATION_DELETED": "deleted",
 }
 POLL_SECONDS = 0.01
+OPERATOR_CLOSE = "OPERATOR_CLOSE"  # an inbox event type of our own: the operator's hand close
 KNOWN_TYPES = SIGNAL_TYPES | STRATEGY_TYPES | INTEGRATION_TYPES  # bounded metric labels
 
 
@@ -294,6 +298,8 @@ class Receiver:
                 await self._signal(run)
             elif event_type in INTEGRATION_TYPES:
                 await self._integration_event(run)
+            elif event_type == OPERATOR_CLOSE:
+                await self._operator_close(run)
             elif run.parsed.strategy is not None:
                 await self._strategy_event(run)
             else:
@@ -320,6 +326,47 @@ class Receiver:
             extra={"dedupe_key": run.dedupe_key, "event_id": run.event_id, "timings": run.timings},
         )
         return answer
+
+    async def operator_close(
+        self, strategy_id: int, *, idempotency_key: str | None, retire: bool = False
+    ) -> inbox.Answer:
+        """Close a strategy's position by hand: a normal order through the broker and the
+        ledger, recorded in the inbox as an ``OPERATOR_CLOSE`` event. ``retire`` pauses the
+        strategy first and succeeds with no position to close. A repeated
+        ``idempotency_key`` gets the stored answer."""
+        now = self._clock()
+        async with self._database.write() as connection:
+            strategy = await directory.strategy_by_id(connection, strategy_id)
+            if strategy is None:
+                raise NotFound(f"no strategy {strategy_id}")
+            integration = await directory.integration_by_id(connection, strategy.integration_id)
+            if retire:
+                await directory.update_strategy(connection, strategy.id, paused=True, now=now)
+        action = "retire" if retire else "close"
+        body = _json({"action": action, "strategy": strategy.id, "by": "operator"})
+        parsed = ParsedEvent(
+            version="operator",
+            deprecation=None,
+            event=EventV1(
+                timestamp=int(now.timestamp() * 1000),
+                type=OPERATOR_CLOSE,
+                data={"strategy": strategy.id, "required": not retire},
+            ),
+        )
+        key = f"operator|{action}|{strategy.id}|{idempotency_key or uuid.uuid4().hex}"
+        delivery = inbox.Delivery(body, _sha256(body), "application/json", now)
+        return await self._accept(
+            delivery, parsed, integration, key=key, started=time.perf_counter()
+        )
+
+    async def _operator_close(self, run: Run) -> None:
+        data = run.parsed.event.data
+        async with self._database.read() as connection:
+            strategy = await directory.strategy_by_id(connection, int(data["strategy"]))
+        assert strategy is not None
+        self._execution.ensure_ready(run.integration.account_name)
+        closed = await self._close(run, strategy, required=bool(data["required"]))
+        run.notes.append("closed by the operator" if closed else "no position to close")
 
     async def _integration_event(self, run: Run) -> None:
         status = INTEGRATION_STATUS[run.parsed.event.type]
@@ -369,6 +416,11 @@ class Receiver:
                 enabled=True,
                 now=self._clock(),
             )
+        if strategy.paused:
+            raise StrategyPaused(
+                f"the operator paused strategy {strategy.external_id}; the signal was stored "
+                "and not executed"
+            )
         self._execution.ensure_ready(run.integration.account_name)
         event_type = run.parsed.event.type
         if event_type == "SIGNAL_CLOSE":
@@ -398,10 +450,10 @@ class Receiver:
         configured = self._settings.strategy_rules(
             integration=run.integration.name, strategy_id=strategy.external_id
         )
-        rules = StrategyRules(
-            configured.quantity_multiplier,
-            configured.max_order_quantity,
-            configured.allocation_percent,
+        rules = StrategyRules(  # the operator's rules win over the config's
+            strategy.quantity_multiplier or configured.quantity_multiplier,
+            strategy.max_order_quantity or configured.max_order_quantity,
+            strategy.allocation_percent or configured.allocation_percent,
         )
         terms = _terms(self._settings, run.integration.account_name)
         direction: Direction = "long" if signal.direction == "BUY" else "short"

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 
@@ -89,9 +90,25 @@ strategies = Table(
     Column("integration_id", ForeignKey("integrations.id"), nullable=False),
     Column("external_id", String(200), nullable=False),
     Column("name", String(500), nullable=False),
-    Column("enabled", Boolean, nullable=False),
+    Column("enabled", Boolean, nullable=False),  # the provider's switch
+    Column("paused", Boolean, nullable=False, server_default=false()),  # the operator's
+    # Sizing rules set by the operator; NULL: the config's.
+    Column("quantity_multiplier", ExactDecimal),
+    Column("max_order_quantity", ExactDecimal),
+    Column("allocation_percent", ExactDecimal),
     Column("updated_at", UTCDateTime, nullable=False),
     UniqueConstraint("integration_id", "external_id"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("key_sha256", String(64), nullable=False, unique=True),
+    Column("scope", String(8), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
 )
 
 events = Table(

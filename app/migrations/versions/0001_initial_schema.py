@@ -134,6 +134,10 @@ def upgrade() -> None:
         sa.Column("external_id", sa.String(length=200), nullable=False),
         sa.Column("name", sa.String(length=500), nullable=False),
         sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("paused", sa.Boolean(), server_default=sa.false(), nullable=False),
+        sa.Column("quantity_multiplier", ExactDecimal(), nullable=True),
+        sa.Column("max_order_quantity", ExactDecimal(), nullable=True),
+        sa.Column("allocation_percent", ExactDecimal(), nullable=True),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["integration_id"],
@@ -141,6 +145,18 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("integration_id", "external_id"),
+    )
+    op.create_table(
+        "api_keys",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("key_sha256", sa.String(length=64), nullable=False),
+        sa.Column("scope", sa.String(length=8), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("revoked_at", UTCDateTime(), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("name"),
+        sa.UniqueConstraint("key_sha256"),
     )
     op.create_table(
         "positions",
@@ -335,6 +351,7 @@ def downgrade() -> None:
         )
 
     op.drop_table("positions")
+    op.drop_table("api_keys")
     op.drop_table("strategies")
     op.drop_table("integration_tokens")
     with op.batch_alter_table("events", schema=None) as batch_op:
