@@ -12,18 +12,15 @@ import hmac
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app import directory, queries, streams
-from app.errors import Forbidden, MalformedBody, NotFound, Unauthorized
-from app.protocol import load_json
+from app import keys, queries, streams
+from app.errors import Forbidden, MalformedBody, Unauthorized
 from app.responses import JSON
 from app.settings import OperatorKeyConfig
 
@@ -56,6 +53,9 @@ def require_key(endpoint: Endpoint, *, scope: Scope = "read") -> Endpoint:
         for known, known_scope in request.state.services.key_scopes:
             if hmac.compare_digest(digest, known):  # every key is compared: constant time
                 granted = known_scope
+        if granted is None:
+            async with request.state.services.database.read() as connection:
+                granted = await keys.scope_of(connection, digest)
         if granted is None:
             raise Unauthorized("the X-API-Key is not a known operator key")
         if scope == "write" and granted != "write":
@@ -98,7 +98,7 @@ async def ledger(request: Request) -> Response:
 
 async def events(request: Request) -> Response:
     params = request.query_params
-    limit = _whole(params.get("limit", "100"), "limit")
+    limit = whole(params.get("limit", "100"), "limit")
     since, until = _when(params.get("since"), "since"), _when(params.get("until"), "until")
 
     async def fetch(connection: AsyncConnection, after: int | None, batch: int | None) -> Any:
@@ -117,7 +117,7 @@ async def events(request: Request) -> Response:
 
 
 async def event(request: Request) -> Response:
-    event_id = _whole(request.path_params["id"], "event id")
+    event_id = whole(request.path_params["id"], "event id")
     async with request.state.services.database.read() as connection:
         return JSON(await queries.event(connection, event_id))
 
@@ -125,83 +125,10 @@ async def event(request: Request) -> Response:
 async def replay(request: Request) -> Response:
     """Run a stored event again (one that failed for a transient reason, or whose version
     was not understood), under the same exactly-once rules; answers what it answered."""
-    event_id = _whole(request.path_params["id"], "event id")
+    event_id = whole(request.path_params["id"], "event id")
     answer = await request.state.services.receiver.replay(event_id)
     body = json.loads(answer.body) if answer.body else None
     return JSON({"event": event_id, "status": answer.status, "answer": body})
-
-
-class SizingRules(BaseModel):
-    """The operator's sizing rules for one strategy; null: back to the config's."""
-
-    model_config = ConfigDict(extra="forbid")
-    quantity_multiplier: Decimal | None = Field(default=None, gt=0, allow_inf_nan=False)
-    max_order_quantity: Decimal | None = Field(default=None, gt=0, allow_inf_nan=False)
-    allocation_percent: Decimal | None = Field(default=None, gt=0, le=100, allow_inf_nan=False)
-
-
-async def strategies(request: Request) -> Response:
-    async with request.state.services.database.read() as connection:
-        return JSON({"strategies": await queries.strategies(connection)})
-
-
-async def edit_strategy(request: Request) -> Response:
-    strategy_id = _whole(request.path_params["id"], "strategy id")
-    try:
-        rules = SizingRules.model_validate(load_json(await request.body()))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "body"
-        raise MalformedBody(f"{field}: {first['msg']}") from None
-    changes = rules.model_dump(exclude_unset=True)
-    return await _update_strategy(request, strategy_id, changes)
-
-
-async def pause(request: Request) -> Response:
-    strategy_id = _whole(request.path_params["id"], "strategy id")
-    return await _update_strategy(request, strategy_id, {"paused": True})
-
-
-async def resume(request: Request) -> Response:
-    strategy_id = _whole(request.path_params["id"], "strategy id")
-    return await _update_strategy(request, strategy_id, {"paused": False})
-
-
-async def _update_strategy(request: Request, strategy_id: int, changes: dict[str, Any]) -> Response:
-    services = request.state.services
-    async with services.database.write() as connection:
-        if await directory.strategy_by_id(connection, strategy_id) is None:
-            raise NotFound(f"no strategy {strategy_id}")
-        if changes:
-            await directory.update_strategy(
-                connection, strategy_id, now=services.clock(), **changes
-            )
-    async with services.database.read() as connection:
-        found = [s for s in await queries.strategies(connection) if s["id"] == strategy_id]
-    return JSON(found[0])
-
-
-async def close_position(request: Request) -> Response:
-    """Close the strategy's position by hand (an order through the broker and the ledger,
-    recorded as the operator's action). ``Idempotency-Key`` makes a retry safe."""
-    return await _operator_close(request, retire=False)
-
-
-async def retire(request: Request) -> Response:
-    """Pause the strategy and close its position, if it has one."""
-    return await _operator_close(request, retire=True)
-
-
-async def _operator_close(request: Request, *, retire: bool) -> Response:
-    strategy_id = _whole(request.path_params["id"], "strategy id")
-    answer = await request.state.services.receiver.operator_close(
-        strategy_id, idempotency_key=request.headers.get("idempotency-key"), retire=retire
-    )
-    body = json.loads(answer.body) if answer.body else None
-    return JSON(
-        {"strategy": strategy_id, "status": answer.status, "answer": body},
-        status_code=200 if answer.status == 200 else answer.status,
-    )
 
 
 async def book(request: Request) -> Response:
@@ -260,7 +187,7 @@ async def _list(
         return JSON({kind or table: await fetch(connection, None, None)})
 
 
-def _whole(value: str, name: str) -> int:
+def whole(value: str, name: str) -> int:
     if not value.isdigit():
         raise MalformedBody(f"{name} must be a whole number")
     return int(value)
@@ -286,14 +213,6 @@ routes = [
     Route("/api/events", require_key(events)),
     Route("/api/events/{id}", require_key(event)),
     Route("/api/events/{id}/replay", require_key(replay, scope="write"), methods=["POST"]),
-    Route("/api/strategies", require_key(strategies)),
-    Route("/api/strategies/{id}", require_key(edit_strategy, scope="write"), methods=["PATCH"]),
-    Route("/api/strategies/{id}/pause", require_key(pause, scope="write"), methods=["POST"]),
-    Route("/api/strategies/{id}/resume", require_key(resume, scope="write"), methods=["POST"]),
-    Route(
-        "/api/strategies/{id}/close", require_key(close_position, scope="write"), methods=["POST"]
-    ),
-    Route("/api/strategies/{id}/retire", require_key(retire, scope="write"), methods=["POST"]),
     Route("/api/instruments", require_key(instruments)),
     Route("/api/versions", require_key(versions)),
 ]

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app import api, directory, migrate, queries, webhooks
+from app import admin, api, directory, migrate, queries, webhooks
 from app.broker import Broker
 from app.database import Database, create_engine
 from app.errors import BrokerError, NotFound, RequestError, SignalbridgeError
@@ -187,6 +187,7 @@ def create_app(
         Route("/metrics", api.require_key(prometheus)),
         Route("/webhooks/proquant", webhooks.proquant, methods=["POST"]),
         *api.routes,
+        *admin.routes,
     ]
     return Starlette(
         routes=routes,

@@ -1,9 +1,9 @@
 """The ``signalbridge`` command (also ``python -m app``).
 
 ``serve`` runs the service; ``send`` is a provider emulator that posts one v1 event with a
-fresh timestamp and prints the answer; ``positions``, ``book`` and ``events`` read the
-operator API and print tables (``--json`` for the raw answer); ``migrate`` applies the
-schema migrations.
+fresh timestamp and prints the answer; ``positions`` and ``book`` read the operator API and
+print tables (``--json`` for the raw answer); ``migrate`` applies the schema migrations; the
+operator's other commands are in :mod:`app.commands`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 
+from app import commands as operator_commands
+from app.commands import request, show, table
 from app.settings import Settings, load_settings
 
 QUANTITY_PLACEHOLDER = "__quantity__"
@@ -90,12 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     book.add_argument("account")
     book.set_defaults(run=_book)
 
-    events = commands.add_parser("events", help="the latest deliveries and their answers")
-    _client_options(events)
-    events.add_argument("--limit", type=int, default=20)
-    events.add_argument("--type")
-    events.add_argument("--state")
-    events.set_defaults(run=_events)
+    operator_commands.add(commands, _client_options)
     return parser
 
 
@@ -193,94 +190,24 @@ def _event(arguments: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _get(arguments: argparse.Namespace, settings: Settings, path: str, **params: Any) -> Any:
-    key = arguments.api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
-    if key is None:
-        key = next(
-            (k.key.get_secret_value() for k in settings.operator_keys if k.key is not None), ""
-        )
-    response = httpx.get(
-        f"{_url(arguments, settings)}{path}",
-        params={k: v for k, v in params.items() if v is not None},
-        headers={"x-api-key": key},
-        timeout=10,
-    )
-    if response.status_code != 200:
-        raise SystemExit(f"signalbridge: {response.status_code} {response.text}")
-    return response.json()
-
-
 def _positions(arguments: argparse.Namespace, settings: Settings) -> int:
-    answer = _get(
-        arguments, settings, "/api/positions", status=arguments.status, strategy=arguments.strategy
-    )
-    columns = [
-        "id",
-        "strategy_id",
-        "ticker",
-        "direction",
-        "status",
-        "quantity",
-        "average_entry",
-        "realized_pnl",
-        "attention",
-    ]
-    return _print(arguments, answer, answer["positions"], columns)
+    params = {"status": arguments.status, "strategy": arguments.strategy}
+    answer = request(arguments, settings, "GET", "/api/positions", params=params)
+    columns = ["id", "strategy_id", "ticker", "direction", "status", "quantity", "average_entry",
+               "realized_pnl", "attention"]  # fmt: skip
+    if arguments.json:
+        return show(arguments, answer, None)
+    print(table(answer["positions"], columns))
+    return 0
 
 
 def _book(arguments: argparse.Namespace, settings: Settings) -> int:
-    answer = _get(arguments, settings, f"/api/accounts/{arguments.account}/book")
+    answer = request(arguments, settings, "GET", f"/api/accounts/{arguments.account}/book")
     if arguments.json:
-        print(json.dumps(answer, indent=2))
-        return 0
-    print(
-        f"account {answer['account']}: balance {answer['balance']}, "
-        f"realized PnL {answer['realized_pnl']}, fees {answer['fees']}"
-    )
+        return show(arguments, answer, None)
+    print(f"account {answer['account']}: balance {answer['balance']}, "
+          f"realized PnL {answer['realized_pnl']}, fees {answer['fees']}")  # fmt: skip
     holding = ", ".join(f"{t} {q}" for t, q in answer["holding"].items()) or "none"
     print(f"holding: {holding}")
-    print(_table(answer["trades"], ["at", "type", "ticker", "quantity", "price", "fee"]))
+    print(table(answer["trades"], ["at", "type", "ticker", "quantity", "price", "fee"]))
     return 0
-
-
-def _events(arguments: argparse.Namespace, settings: Settings) -> int:
-    answer = _get(
-        arguments,
-        settings,
-        "/api/events",
-        limit=arguments.limit,
-        type=arguments.type,
-        state=arguments.state,
-    )
-    columns = [
-        "id",
-        "received_at",
-        "type",
-        "strategy_id",
-        "state",
-        "answer_status",
-        "error_type",
-        "note",
-    ]
-    return _print(arguments, answer, answer["events"], columns)
-
-
-def _print(
-    arguments: argparse.Namespace, answer: Any, rows: list[dict[str, Any]], columns: list[str]
-) -> int:
-    print(json.dumps(answer, indent=2) if arguments.json else _table(rows, columns))
-    return 0
-
-
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    if not rows:
-        return "(none)"
-    cells = [[_cell(row.get(column)) for column in columns] for row in rows]
-    widths = [max(len(column), *(len(row[i]) for row in cells)) for i, column in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def _cell(value: Any) -> str:
-    return "" if value is None else str(value)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import schema, trading
 from app.database import insert_id, insert_or_ignore
+from app.errors import Conflict, NotFound
 from app.settings import Settings
 
 IntegrationStatus = str
@@ -34,6 +36,7 @@ class Integration:
     account_name: str
     account_is_sandbox: bool
     account_is_verified: bool
+    token_header: str = "x-signalbridge-token"  # noqa: S105 (a header name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +104,7 @@ async def integration_by_id(connection: AsyncConnection, integration_id: int) ->
                 accounts.c.name,
                 accounts.c.is_sandbox,
                 accounts.c.is_verified,
+                integrations.c.token_header,
             )
             .join(accounts, accounts.c.id == integrations.c.account_id)
             .where(integrations.c.id == integration_id)
@@ -328,3 +332,96 @@ async def _sync_tokens(
                 .where(table.c.token_sha256.in_(digests_to_set))
                 .values(revoked_at=revoked_at)
             )
+
+
+MAX_LIVE_TOKENS = 2
+TOKEN_PREFIX = "sbt_"  # noqa: S105 (a prefix, not a secret)
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+async def create_integration(
+    connection: AsyncConnection,
+    *,
+    name: str,
+    user_email: str,
+    account: str,
+    token_header: str,
+    now: datetime,
+) -> tuple[int, str]:
+    """A new integration, ``pending`` until the provider approves it, with one token
+    (returned once; only its digest is stored)."""
+    user_id = await connection.scalar(
+        select(schema.users.c.id).where(schema.users.c.email == user_email)
+    )
+    account_id = await connection.scalar(
+        select(schema.accounts.c.id).where(schema.accounts.c.name == account)
+    )
+    if user_id is None or account_id is None:
+        raise NotFound(f"no user {user_email!r}" if user_id is None else f"no account {account!r}")
+    table = schema.integrations
+    if await connection.scalar(select(table.c.id).where(table.c.name == name)) is not None:
+        raise Conflict(f"an integration named {name!r} exists")
+    integration_id = await insert_id(
+        connection,
+        table.insert().values(
+            name=name,
+            user_id=user_id,
+            account_id=account_id,
+            provider="proquant",
+            status="pending",
+            token_header=token_header.lower(),
+            updated_at=now,
+        ),
+    )
+    token = await add_token(connection, integration_id, now=now)
+    return integration_id, token
+
+
+async def add_token(connection: AsyncConnection, integration_id: int, *, now: datetime) -> str:
+    """Rotation, step one: a second live token; both work until the old one is revoked."""
+    table = schema.integration_tokens
+    live = await _live_tokens(connection, integration_id)
+    if len(live) >= MAX_LIVE_TOKENS:
+        raise Conflict("the integration has two live tokens; revoke the old one first")
+    token = new_token()
+    await insert_id(
+        connection,
+        table.insert().values(
+            integration_id=integration_id, token_sha256=token_digest(token), created_at=now
+        ),
+    )
+    return token
+
+
+async def revoke_oldest_token(
+    connection: AsyncConnection, integration_id: int, *, now: datetime
+) -> None:
+    """Rotation, step two: the oldest live token stops working. The last one is kept (to
+    stop the integration, the provider deletes it, or the operator pauses its strategies)."""
+    live = await _live_tokens(connection, integration_id)
+    if len(live) < MAX_LIVE_TOKENS:
+        raise Conflict("the integration has one live token; rotate before revoking")
+    table = schema.integration_tokens
+    await connection.execute(update(table).where(table.c.id == live[0]).values(revoked_at=now))
+
+
+async def _live_tokens(connection: AsyncConnection, integration_id: int) -> list[int]:
+    table = schema.integration_tokens
+    rows = await connection.execute(
+        select(table.c.id)
+        .where(table.c.integration_id == integration_id, table.c.revoked_at.is_(None))
+        .order_by(table.c.id)
+    )
+    return [int(token_id) for token_id in rows.scalars()]
+
+
+async def integration_id_by_name(connection: AsyncConnection, name: str) -> int:
+    found = await connection.scalar(
+        select(schema.integrations.c.id).where(schema.integrations.c.name == name)
+    )
+    if found is None:
+        raise NotFound(f"no integration named {name!r}")
+    return int(found)

@@ -14,6 +14,7 @@ a broker library's) are translated once, at their edge, and re-raised as one of 
     │   ├── UnsupportedVersion         400: no envelope version this build understands
     │   ├── StaleSignal                422: timestamp too far from now
     │   ├── IdempotencyConflict        422: same dedupe key, different body
+    │   ├── InsufficientCash           422: a withdrawal larger than the paper account's cash
     │   ├── Unauthorized               401: operator API key missing or wrong
     │   ├── Forbidden                  403: a read-only key on a write endpoint
     │   ├── NotFound                   404: an operator API resource that does not exist
@@ -103,6 +104,13 @@ class IdempotencyConflict(RequestError):
 
     status_code = 422
     code = "idempotency_conflict"
+
+
+class InsufficientCash(RequestError):
+    """Raised for a withdrawal larger than the account's cash."""
+
+    status_code = 422
+    code = "insufficient_cash"
 
 
 class Unauthorized(RequestError):

@@ -271,6 +271,41 @@ async def strategies(connection: AsyncConnection) -> list[dict[str, Any]]:
     return [dict(row._mapping) for row in rows]
 
 
+async def integrations(connection: AsyncConnection) -> list[dict[str, Any]]:
+    """Integrations with their user, account and number of live tokens (never the tokens)."""
+    i, u, a, t = schema.integrations, schema.users, schema.accounts, schema.integration_tokens
+    live = (
+        select(func.count())
+        .where(t.c.integration_id == i.c.id, t.c.revoked_at.is_(None))
+        .scalar_subquery()
+    )
+    rows = await connection.execute(
+        select(
+            i.c.id,
+            i.c.name,
+            u.c.email.label("user"),
+            a.c.name.label("account"),
+            i.c.provider,
+            i.c.status,
+            i.c.token_header,
+            live.label("live_tokens"),
+            i.c.updated_at,
+        )
+        .join(u, u.c.id == i.c.user_id)
+        .join(a, a.c.id == i.c.account_id)
+        .order_by(i.c.id)
+    )
+    return [dict(row._mapping) for row in rows]
+
+
+async def integration_user(connection: AsyncConnection, integration_id: int) -> str:
+    i, u = schema.integrations, schema.users
+    email = await connection.scalar(
+        select(u.c.email).join(i, i.c.user_id == u.c.id).where(i.c.id == integration_id)
+    )
+    return str(email)
+
+
 async def open_position_count(connection: AsyncConnection) -> int:
     p = schema.positions
     return int(await connection.scalar(select(func.count()).where(p.c.status != "closed")) or 0)

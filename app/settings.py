@@ -164,6 +164,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     migrate_on_start: bool = True
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="the address providers reach this service at (for webhook URLs)",
+    )
+    provider_api_url: str | None = Field(
+        default=None, description="the provider's API, e.g. https://www.proquant.com"
+    )
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
     max_signal_age_seconds: float = Field(default=300, gt=0)
     broker_timeout_seconds: float = Field(default=2.0, gt=0)

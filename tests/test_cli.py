@@ -13,7 +13,7 @@ from tests.conftest import CONFIG, Service
 
 
 def run(service: Service, *arguments: str) -> int:
-    return main(["--config", str(CONFIG), arguments[0], "--url", service.url, *arguments[1:]])
+    return main(["--config", str(CONFIG), *arguments, "--url", service.url])
 
 
 def test_send_posts_a_fresh_event_and_prints_the_answer(
@@ -55,7 +55,7 @@ def test_tables_and_json(service: Service, capsys: pytest.CaptureFixture[str]) -
     assert json.loads(capsys.readouterr().out)["positions"][0]["direction"] == "short"
     assert run(service, "book", "demo-paper") == 0
     assert "holding: XAUUSD -2" in capsys.readouterr().out
-    assert run(service, "events", "--json") == 0
+    assert run(service, "events", "list", "--json") == 0
     assert json.loads(capsys.readouterr().out)["events"][0]["state"] == "done"
 
 

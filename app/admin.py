@@ -1,0 +1,315 @@
+"""The operator API's write side: strategies, money in and out of paper accounts, users,
+accounts and integrations. Every endpoint here needs a ``write`` key, except the lists."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import select
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from app import directory, queries, schema, trading
+from app.api import require_key, whole
+from app.database import insert_or_ignore
+from app.errors import Conflict, InsufficientCash, MalformedBody, NotFound
+from app.protocol import load_json
+from app.provider import ProviderClient, Registration
+from app.responses import JSON
+
+
+def parse(model: type[BaseModel], raw: bytes) -> Any:
+    """A JSON body (numbers as Decimal) as ``model``, or a 400 naming the field."""
+    try:
+        return model.model_validate(load_json(raw))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "body"
+        raise MalformedBody(f"{field}: {first['msg']}") from None
+
+
+class SizingRules(BaseModel):
+    """The operator's sizing rules for one strategy; null: back to the config's."""
+
+    model_config = ConfigDict(extra="forbid")
+    quantity_multiplier: Decimal | None = Field(default=None, gt=0, allow_inf_nan=False)
+    max_order_quantity: Decimal | None = Field(default=None, gt=0, allow_inf_nan=False)
+    allocation_percent: Decimal | None = Field(default=None, gt=0, le=100, allow_inf_nan=False)
+
+
+async def strategies(request: Request) -> Response:
+    async with request.state.services.database.read() as connection:
+        return JSON({"strategies": await queries.strategies(connection)})
+
+
+async def edit_strategy(request: Request) -> Response:
+    strategy_id = whole(request.path_params["id"], "strategy id")
+    rules = parse(SizingRules, await request.body())
+    changes = rules.model_dump(exclude_unset=True)
+    return await _update_strategy(request, strategy_id, changes)
+
+
+async def pause(request: Request) -> Response:
+    strategy_id = whole(request.path_params["id"], "strategy id")
+    return await _update_strategy(request, strategy_id, {"paused": True})
+
+
+async def resume(request: Request) -> Response:
+    strategy_id = whole(request.path_params["id"], "strategy id")
+    return await _update_strategy(request, strategy_id, {"paused": False})
+
+
+async def _update_strategy(request: Request, strategy_id: int, changes: dict[str, Any]) -> Response:
+    services = request.state.services
+    async with services.database.write() as connection:
+        if await directory.strategy_by_id(connection, strategy_id) is None:
+            raise NotFound(f"no strategy {strategy_id}")
+        if changes:
+            await directory.update_strategy(
+                connection, strategy_id, now=services.clock(), **changes
+            )
+    async with services.database.read() as connection:
+        found = [s for s in await queries.strategies(connection) if s["id"] == strategy_id]
+    return JSON(found[0])
+
+
+async def close_position(request: Request) -> Response:
+    """Close the strategy's position by hand (an order through the broker and the ledger,
+    recorded as the operator's action). ``Idempotency-Key`` makes a retry safe."""
+    return await _operator_close(request, retire=False)
+
+
+async def retire(request: Request) -> Response:
+    """Pause the strategy and close its position, if it has one."""
+    return await _operator_close(request, retire=True)
+
+
+async def _operator_close(request: Request, *, retire: bool) -> Response:
+    strategy_id = whole(request.path_params["id"], "strategy id")
+    answer = await request.state.services.receiver.operator_close(
+        strategy_id, idempotency_key=request.headers.get("idempotency-key"), retire=retire
+    )
+    body = json.loads(answer.body) if answer.body else None
+    return JSON(
+        {"strategy": strategy_id, "status": answer.status, "answer": body},
+        status_code=200 if answer.status == 200 else answer.status,
+    )
+
+
+class Money(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    amount: Decimal = Field(gt=0, allow_inf_nan=False)
+
+
+async def deposit(request: Request) -> Response:
+    """Money into a paper account, posted to the ledger once per ``Idempotency-Key``."""
+    return await _move_money(request, sign=1)
+
+
+async def withdraw(request: Request) -> Response:
+    """Money out of a paper account; never more than its cash."""
+    return await _move_money(request, sign=-1)
+
+
+async def _move_money(request: Request, *, sign: int) -> Response:
+    services = request.state.services
+    name = request.path_params["name"]
+    amount = parse(Money, await request.body()).amount * sign
+    account = next((a for a in services.settings.accounts if a.name == name), None)
+    if account is not None and account.broker != "paper":
+        raise Conflict(f"{name} trades on {account.exchange}: its cash is the exchange's")
+    key = request.headers.get("idempotency-key") or uuid.uuid4().hex
+    async with services.database.write() as connection:
+        account_id = await queries.account_id(connection, name)
+        cash = await connection.scalar(
+            select(schema.accounts.c.cash).where(schema.accounts.c.id == account_id)
+        )
+        if amount < 0 and cash + amount < 0:
+            raise InsufficientCash(f"{name} has {cash} in cash; cannot withdraw {-amount}")
+        kind = "deposit" if amount > 0 else "withdrawal"
+        recorded = await trading.record_deposit(
+            connection,
+            account_id,
+            amount=amount,
+            reference=f"{kind}:{name}:{key}",
+            now=services.clock(),
+        )
+    async with services.database.read() as connection:
+        book = await queries.book(connection, name)
+    return JSON(
+        {"recorded": recorded, "balance": book["balance"]}, status_code=201 if recorded else 200
+    )
+
+
+class NewUser(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+
+
+async def users(request: Request) -> Response:
+    services = request.state.services
+    if request.method == "POST":
+        user = parse(NewUser, await request.body())
+        async with services.database.write() as connection:
+            await insert_or_ignore(
+                connection,
+                schema.users,
+                {"email": user.email, "created_at": services.clock()},
+                unique=["email"],
+            )
+    async with services.database.read() as connection:
+        rows = await connection.execute(select(schema.users).order_by(schema.users.c.id))
+        return JSON({"users": [dict(row._mapping) for row in rows]})
+
+
+async def accounts(request: Request) -> Response:
+    async with request.state.services.database.read() as connection:
+        rows = await connection.execute(
+            select(
+                schema.accounts.c.id,
+                schema.accounts.c.name,
+                schema.accounts.c.broker,
+                schema.accounts.c.currency,
+                schema.accounts.c.is_sandbox,
+                schema.accounts.c.is_verified,
+                schema.accounts.c.cash,
+            ).order_by(schema.accounts.c.id)
+        )
+        return JSON({"accounts": [dict(row._mapping) for row in rows]})
+
+
+class NewIntegration(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    user: str
+    account: str
+    token_header: str = Field(default="x-signalbridge-token", pattern=r"^[A-Za-z0-9-]{1,100}$")
+
+
+async def integrations(request: Request) -> Response:
+    services = request.state.services
+    if request.method == "POST":
+        new = parse(NewIntegration, await request.body())
+        async with services.database.write() as connection:
+            integration_id, token = await directory.create_integration(
+                connection,
+                name=new.name,
+                user_email=new.user,
+                account=new.account,
+                token_header=new.token_header,
+                now=services.clock(),
+            )
+        return JSON(
+            {
+                "id": integration_id,
+                "status": "pending",
+                **_handover(services, new.token_header, token),
+            },
+            status_code=201,
+        )
+    async with services.database.read() as connection:
+        return JSON({"integrations": await queries.integrations(connection)})
+
+
+def _handover(services: Any, header: str, token: str) -> dict[str, Any]:
+    """What to give the provider: shown once, never stored in plain text."""
+    return {
+        "token": token,
+        "webhook": {
+            "url": services.settings.public_url.rstrip("/") + "/webhooks/proquant",
+            "headers": {header.lower(): token},
+        },
+    }
+
+
+async def rotate(request: Request) -> Response:
+    """A second live token; the old one works until revoked."""
+    services = request.state.services
+    name = request.path_params["name"]
+    _not_from_config(services, name)
+    async with services.database.write() as connection:
+        integration_id = await directory.integration_id_by_name(connection, name)
+        token = await directory.add_token(connection, integration_id, now=services.clock())
+        header = (await directory.integration_by_id(connection, integration_id)).token_header
+    return JSON(_handover(services, header, token), status_code=201)
+
+
+async def revoke(request: Request) -> Response:
+    """The older of two live tokens stops working."""
+    services = request.state.services
+    name = request.path_params["name"]
+    _not_from_config(services, name)
+    async with services.database.write() as connection:
+        integration_id = await directory.integration_id_by_name(connection, name)
+        await directory.revoke_oldest_token(connection, integration_id, now=services.clock())
+    return JSON({"revoked": "the older token"})
+
+
+def _not_from_config(services: Any, name: str) -> None:
+    if any(integration.name == name for integration in services.settings.integrations):
+        raise Conflict(f"{name} is defined in the config file: change its tokens there")
+
+
+class NewRegistration(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    description: str = "Signalbridge"
+    image_url: str = ""
+
+
+async def register(request: Request) -> Response:
+    """Ask the provider to create the integration request (it stays pending until the
+    user approves it in the provider's app). Rotates in a token for the handover."""
+    services = request.state.services
+    name = request.path_params["name"]
+    details = parse(NewRegistration, await request.body() or b"{}")
+    if services.settings.provider_api_url is None:
+        raise Conflict("set provider_api_url to register integrations with the provider")
+    async with services.database.write() as connection:
+        integration_id = await directory.integration_id_by_name(connection, name)
+        integration = await directory.integration_by_id(connection, integration_id)
+        email = await queries.integration_user(connection, integration_id)
+        token = await directory.add_token(connection, integration_id, now=services.clock())
+    handover = _handover(services, integration.token_header, token)
+    async with ProviderClient(services.settings.provider_api_url) as client:
+        result = await client.register(
+            Registration(
+                name=email,
+                description=details.description,
+                image_url=details.image_url,
+                user_email=email,
+                webhook_url=handover["webhook"]["url"],
+                webhook_headers=handover["webhook"]["headers"],
+            )
+        )
+    return JSON({"integration": name, "status": "pending", "provider_status": result.status_code})
+
+
+routes = [
+    Route("/api/strategies", require_key(strategies)),
+    Route("/api/strategies/{id}", require_key(edit_strategy, scope="write"), methods=["PATCH"]),
+    Route("/api/strategies/{id}/pause", require_key(pause, scope="write"), methods=["POST"]),
+    Route("/api/strategies/{id}/resume", require_key(resume, scope="write"), methods=["POST"]),
+    Route(
+        "/api/strategies/{id}/close", require_key(close_position, scope="write"), methods=["POST"]
+    ),
+    Route("/api/strategies/{id}/retire", require_key(retire, scope="write"), methods=["POST"]),
+    Route("/api/accounts", require_key(accounts)),
+    Route("/api/accounts/{name}/deposits", require_key(deposit, scope="write"), methods=["POST"]),
+    Route(
+        "/api/accounts/{name}/withdrawals", require_key(withdraw, scope="write"), methods=["POST"]
+    ),
+    Route("/api/users", require_key(users), methods=["GET"]),
+    Route("/api/users", require_key(users, scope="write"), methods=["POST"]),
+    Route("/api/integrations", require_key(integrations), methods=["GET"]),
+    Route("/api/integrations", require_key(integrations, scope="write"), methods=["POST"]),
+    Route("/api/integrations/{name}/rotate", require_key(rotate, scope="write"), methods=["POST"]),
+    Route("/api/integrations/{name}/revoke", require_key(revoke, scope="write"), methods=["POST"]),
+    Route(
+        "/api/integrations/{name}/register", require_key(register, scope="write"), methods=["POST"]
+    ),
+]

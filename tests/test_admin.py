@@ -1,0 +1,184 @@
+"""Users, accounts, money, integrations and API keys: the operator's management, through a
+real server and the real CLI."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from app.cli import main
+from tests.conftest import (
+    CONFIG,
+    OPERATOR_KEY,
+    STRATEGY,
+    Service,
+    ServiceFactory,
+    check_invariants,
+    signal,
+)
+from tests.server import Server
+
+WRITE = {"x-api-key": OPERATOR_KEY}
+
+
+def post(service: Service, path: str, body: Any = None, **headers: str) -> Any:
+    content = None if body is None else json.dumps(body)
+    return service.client.post(path, content=content, headers={**WRITE, **headers})
+
+
+def test_users_and_accounts(service: Service) -> None:
+    created = post(service, "/api/users", {"email": "ada@example.com"})
+    assert [u["email"] for u in created.json()["users"]] == ["demo@example.com", "ada@example.com"]
+    assert post(service, "/api/users", {"email": "not an email"}).status_code == 400
+    [account] = service.api("/api/accounts")["accounts"]
+    assert (account["name"], account["cash"]) == ("demo-paper", "100000")
+
+
+def test_deposits_and_withdrawals_post_to_the_ledger_once(service: Service) -> None:
+    path = "/api/accounts/demo-paper/deposits"
+    first = post(service, path, {"amount": "250.50"}, **{"idempotency-key": "d1"})
+    again = post(service, path, {"amount": "250.50"}, **{"idempotency-key": "d1"})
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert Decimal(again.json()["balance"]) == Decimal("100250.50")
+    out = post(service, "/api/accounts/demo-paper/withdrawals", {"amount": 1000})
+    assert Decimal(out.json()["balance"]) == Decimal("99250.50")
+    too_much = post(service, "/api/accounts/demo-paper/withdrawals", {"amount": 10**6})
+    assert too_much.status_code == 422
+    assert too_much.json()["error"] == "insufficient_cash"
+    assert post(service, path, {"amount": -5}).status_code == 400
+    assert Decimal(service.api("/api/accounts/demo-paper/book")["capital"]) == Decimal("99250.50")
+    check_invariants(service)
+
+
+def test_a_new_integration_hands_over_its_token_once_and_waits_for_approval(
+    service: Service,
+) -> None:
+    created = post(
+        service,
+        "/api/integrations",
+        {"name": "ada-proquant", "user": "demo@example.com", "account": "demo-paper"},
+    )
+    assert created.status_code == 201
+    answer = created.json()
+    token = answer["token"]
+    assert answer["webhook"] == {
+        "url": "http://127.0.0.1:8000/webhooks/proquant",
+        "headers": {"x-signalbridge-token": token},
+    }
+    listed = {i["name"]: i for i in service.api("/api/integrations")["integrations"]}
+    assert listed["ada-proquant"]["status"] == "pending"
+    assert token not in json.dumps(listed)
+    own = {"id": "ada-strategy", "name": "Ada"}
+    pending = service.send("SIGNAL_OPEN", signal(strategy=own), token=token)
+    assert pending.status_code == 401
+    assert "pending" in pending.json()["message"]
+    assert service.send("INTEGRATION_APPROVED", token=token).status_code == 200
+    assert service.send("SIGNAL_OPEN", signal(strategy=own), token=token).status_code == 200
+
+
+def test_rotation_keeps_both_tokens_until_the_old_one_is_revoked(service: Service) -> None:
+    old = post(
+        service,
+        "/api/integrations",
+        {"name": "rotating", "user": "demo@example.com", "account": "demo-paper"},
+    ).json()["token"]
+    service.send("INTEGRATION_APPROVED", token=old)
+    new = post(service, "/api/integrations/rotating/rotate").json()["token"]
+    assert post(service, "/api/integrations/rotating/rotate").status_code == 409  # two live
+    assert service.send("STRATEGY_ENABLED", STRATEGY, token=old).status_code == 200
+    assert service.send("STRATEGY_ENABLED", STRATEGY, token=new).status_code == 200
+    assert post(service, "/api/integrations/rotating/revoke").status_code == 200
+    assert service.send("STRATEGY_ENABLED", STRATEGY, token=old).status_code == 401
+    assert service.send("STRATEGY_ENABLED", STRATEGY, token=new).status_code == 200
+    assert post(service, "/api/integrations/rotating/revoke").status_code == 409  # last one
+
+
+def test_integrations_from_the_config_are_managed_in_the_config(service: Service) -> None:
+    refused = post(service, "/api/integrations/demo-proquant/rotate")
+    assert refused.status_code == 409
+    assert "config" in refused.json()["message"]
+
+
+@pytest.fixture
+def provider() -> Any:
+    received: list[dict[str, Any]] = []
+
+    async def integrations(request: Request) -> JSONResponse:
+        received.append(await request.json())
+        return JSONResponse({"id": "pq-1"}, status_code=201)
+
+    app = Starlette(
+        routes=[Route("/api/integrations/v1/integrations", integrations, methods=["POST"])]
+    )
+    server = Server(app, lifespan="off")
+    server.start()
+    yield server.url, received
+    server.stop()
+
+
+def test_registering_with_the_provider_sends_the_webhook_and_stays_pending(
+    start_service: ServiceFactory, provider: Any
+) -> None:
+    url, received = provider
+    service = start_service(provider_api_url=url, public_url="https://bridge.example.com")
+    post(
+        service,
+        "/api/integrations",
+        {"name": "ada", "user": "demo@example.com", "account": "demo-paper"},
+    )
+
+    answer = post(service, "/api/integrations/ada/register", {"description": "Signalbridge"})
+
+    assert answer.json() == {"integration": "ada", "status": "pending", "provider_status": 201}
+    [body] = received
+    assert body["userEmail"] == body["name"] == "demo@example.com"
+    assert body["webhook"]["url"] == "https://bridge.example.com/webhooks/proquant"
+    [token] = body["webhook"]["headers"].values()
+    assert service.send("INTEGRATION_APPROVED", token=token).status_code == 200
+    listed = {i["name"]: i for i in service.api("/api/integrations")["integrations"]}
+    assert listed["ada"]["status"] == "approved"
+
+
+def run_cli(service: Service, *arguments: str) -> int:
+    return main(["--config", str(CONFIG), *arguments, "--url", service.url])
+
+
+def test_api_keys_from_the_cli_are_hashed_scoped_and_revocable(
+    service: Service, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = ["--config", str(CONFIG)]
+    monkeypatch.setenv("SIGNALBRIDGE_DATABASE_URL", service.settings.database_url)
+    assert main([*config, "api-keys", "create", "dashboard"]) == 0
+    key = capsys.readouterr().out.splitlines()[-1]
+    assert key.startswith("sbk_")
+    stored = service.rows("SELECT key_sha256, scope FROM api_keys")
+    assert [row["scope"] for row in stored] == ["read"]
+    assert key not in str([dict(row) for row in stored])
+    headers = {"x-api-key": key}
+    assert service.client.get("/api/events", headers=headers).status_code == 200
+    assert service.client.post("/api/events/1/replay", headers=headers).status_code == 403
+    assert main([*config, "api-keys", "revoke", "dashboard"]) == 0
+    assert service.client.get("/api/events", headers=headers).status_code == 401
+
+
+def test_operator_commands_print_tables_and_json(
+    service: Service, capsys: pytest.CaptureFixture[str]
+) -> None:
+    service.send("SIGNAL_OPEN", signal())
+    assert run_cli(service, "strategies", "list") == 0
+    assert STRATEGY["id"] in capsys.readouterr().out
+    assert run_cli(service, "strategies", "close", "1") == 0
+    assert json.loads(capsys.readouterr().out)["status"] == 200
+    assert run_cli(service, "deposit", "demo-paper", "10.5") == 0
+    assert json.loads(capsys.readouterr().out)["recorded"] is True
+    assert run_cli(service, "events", "list", "--type", "OPERATOR_CLOSE") == 0
+    assert "OPERATOR_CLOSE" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="404"):
+        run_cli(service, "strategies", "pause", "99")
