@@ -48,6 +48,7 @@ from app.protocol import (
     STRATEGY_TYPES,
     EventV1,
     ParsedEvent,
+    StrategyData,
     header_dedupe_key,
     parse_envelope,
 )
@@ -352,6 +353,7 @@ class Receiver:
                 type=OPERATOR_CLOSE,
                 data={"strategy": strategy.id, "required": not retire},
             ),
+            strategy=StrategyData(id=strategy.external_id, name=strategy.name),
         )
         key = f"operator|{action}|{strategy.id}|{idempotency_key or uuid.uuid4().hex}"
         delivery = inbox.Delivery(body, _sha256(body), "application/json", now)

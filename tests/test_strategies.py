@@ -80,6 +80,7 @@ def test_closing_by_hand_trades_through_the_broker_and_the_ledger_once(service: 
     assert [order["side"] for order in orders] == ["buy", "sell"]
     [event] = service.api("/api/events", type="OPERATOR_CLOSE", state="done")["events"]
     assert event["note"] == "closed by the operator"
+    assert event["strategy_id"] == STRATEGY["id"]
     nothing = service.client.post(path, headers=WRITE)
     assert nothing.status_code == 404
     assert nothing.json()["answer"]["type"] == "PositionNotFound"
