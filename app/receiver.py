@@ -16,9 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 
 from app import directory, inbox, trading
 from app.broker import Broker
@@ -27,20 +25,18 @@ from app.errors import (
     BrokerUnavailable,
     Conflict,
     IdempotencyConflict,
-    InsufficientFunds,
     InvalidCredentials,
     NotFound,
-    PositionNotFound,
     ProtocolError,
     RequestError,
     SignalbridgeError,
     StaleSignal,
     StrategyPaused,
-    UnsupportedInstrument,
     UnsupportedMediaType,
     UnsupportedVersion,
 )
-from app.execution import Execution, LegBusy
+from app.execution import Execution
+from app.legs import Legs, Run
 from app.metrics import Metrics
 from app.protocol import (
     INTEGRATION_TYPES,
@@ -52,7 +48,6 @@ from app.protocol import (
     header_dedupe_key,
     parse_envelope,
 )
-from app.rules import AccountTerms, Direction, StrategyRules, check_session, plan_open
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -80,19 +75,6 @@ def _json(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
-@dataclass(slots=True)
-class Run:
-    """One event being executed."""
-
-    event_id: int
-    dedupe_key: str
-    parsed: ParsedEvent
-    integration: directory.Integration
-    resuming: bool
-    timings: dict[str, float] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-
 class Receiver:
     def __init__(
         self,
@@ -113,6 +95,9 @@ class Receiver:
             clock=clock,
             timeout=settings.broker_timeout_seconds,
             metrics=metrics,
+        )
+        self._legs = Legs(
+            settings=settings, database=database, execution=self._execution, clock=clock
         )
 
     async def reconcile(self) -> None:
@@ -367,7 +352,7 @@ class Receiver:
             strategy = await directory.strategy_by_id(connection, int(data["strategy"]))
         assert strategy is not None
         self._execution.ensure_ready(run.integration.account_name)
-        closed = await self._close(run, strategy, required=bool(data["required"]))
+        closed = await self._legs.close(run, strategy, required=bool(data["required"]))
         run.notes.append("closed by the operator" if closed else "no position to close")
 
     async def _integration_event(self, run: Run) -> None:
@@ -398,7 +383,7 @@ class Receiver:
                 )
                 run.notes.append(f"position {position.id} left open and flagged")
                 return
-        await self._close(run, strategy, required=True)
+        await self._legs.close(run, strategy, required=True)
 
     async def _signal(self, run: Run) -> None:
         signal = run.parsed.signal
@@ -426,164 +411,17 @@ class Receiver:
         self._execution.ensure_ready(run.integration.account_name)
         event_type = run.parsed.event.type
         if event_type == "SIGNAL_CLOSE":
-            await self._close(run, strategy, required=True)
+            await self._legs.close(run, strategy, required=True)
             return
-        if event_type == "SIGNAL_REOPEN" and not await self._close(run, strategy, required=False):
+        if event_type == "SIGNAL_REOPEN" and not await self._legs.close(
+            run, strategy, required=False
+        ):
             run.notes.append("reopen found no position to close; opened only")
-        await self._open(run, strategy)
-
-    async def _open(self, run: Run, strategy: directory.Strategy) -> None:
-        signal = run.parsed.signal
-        assert signal is not None
-        account = self._settings.account(run.integration.account_name)
-        attempt = await self._execution.resume(
-            account.name, run.event_id, "open", resuming=run.resuming
-        )
-        if attempt is None:
-            return
-        instrument = self._execution.instrument(account.name, signal.ticker)
-        broker_started = time.perf_counter()
-        quote = venue_cash = None
-        if instrument is not None:
-            quote = await self._execution.quote(account.name, instrument.symbol)
-            quote_asset = _assets(instrument.symbol, account.currency)[1]
-            venue_cash = await self._execution.venue_free(account.name, quote_asset)
-        run.timings["quote_ms"] = (time.perf_counter() - broker_started) * 1000
-        configured = self._settings.strategy_rules(
-            integration=run.integration.name, strategy_id=strategy.external_id
-        )
-        rules = StrategyRules(  # the operator's rules win over the config's
-            strategy.quantity_multiplier or configured.quantity_multiplier,
-            strategy.max_order_quantity or configured.max_order_quantity,
-            strategy.allocation_percent or configured.allocation_percent,
-        )
-        terms = _terms(self._settings, run.integration.account_name)
-        direction: Direction = "long" if signal.direction == "BUY" else "short"
-        now = self._clock()
-        checks_started = time.perf_counter()
-        async with self._database.write() as connection:
-            intent = await trading.reserve_open(
-                connection,
-                event_id=run.event_id,
-                strategy_id=strategy.id,
-                account_id=run.integration.account_id,
-                client_order_id=client_order_id(run.dedupe_key, "o", attempt),
-                provider_position_id=signal.proquantPositionId,
-                direction=direction,
-                terms=terms,
-                decide=lambda funds, has_open: plan_open(
-                    instrument,
-                    signal.ticker,
-                    direction=direction,
-                    quantity=signal.quantity,
-                    quote=quote or Decimal(0),
-                    rules=rules,
-                    terms=terms,
-                    funds=funds,
-                    has_open_position=has_open,
-                    now=now,
-                ),
-                now=now,
-                venue_cash=venue_cash,
-            )
-        run.timings["checks_ms"] = (time.perf_counter() - checks_started) * 1000
-        await self._execution.execute(account.name, intent, timings=run.timings)
-
-    async def _close(self, run: Run, strategy: directory.Strategy, *, required: bool) -> bool:
-        """Close the strategy's position; False when there is none and none is required."""
-        account = self._settings.account(run.integration.account_name)
-        attempt = await self._execution.resume(
-            account.name, run.event_id, "close", resuming=run.resuming
-        )
-        if attempt is None:
-            return True
-        base_free = await self._base_free(account.name, strategy.id)
-        deadline = time.monotonic() + self._settings.duplicate_wait_seconds
-        while True:
-            try:
-                intent = await self._reserve_close(
-                    run, strategy, attempt=attempt, account=account.name, base_free=base_free
-                )
-                break
-            except LegBusy:
-                # An earlier event's order for this position is still at the broker.
-                if time.monotonic() > deadline:
-                    raise BrokerUnavailable(
-                        "the position is still being opened or closed"
-                    ) from None
-                await asyncio.sleep(POLL_SECONDS)
-        if intent is None:
-            if required:
-                raise PositionNotFound("the strategy has no open position")
-            return False
-        await self._execution.execute(account.name, intent, timings=run.timings)
-        return True
-
-    async def _base_free(self, account: str, strategy_id: int) -> Decimal | None:
-        """On a live venue, the free balance of the asset a spot close would sell."""
-        async with self._database.read() as connection:
-            position = await trading.position_of(connection, strategy_id)
-        if position is None or position.direction != "long":
-            return None
-        instrument = self._execution.instrument(account, position.ticker)
-        if instrument is None:
-            return None
-        return await self._execution.venue_free(account, _assets(instrument.symbol, "")[0])
-
-    async def _reserve_close(
-        self,
-        run: Run,
-        strategy: directory.Strategy,
-        *,
-        attempt: int,
-        account: str,
-        base_free: Decimal | None,
-    ) -> trading.OrderIntent | None:
-        now = self._clock()
-        async with self._database.write() as connection:
-            position = await trading.position_of(connection, strategy.id)
-            if position is None:
-                return None
-            if position.status != "open":
-                raise LegBusy(position.status)
-            instrument = self._execution.instrument(run.integration.account_name, position.ticker)
-            if instrument is None:
-                raise UnsupportedInstrument(f"{position.ticker} is no longer configured")
-            check_session(instrument, now=now)
-            if base_free is not None and base_free < position.quantity:
-                raise InsufficientFunds(
-                    f"the exchange holds {base_free} free to sell; the position is "
-                    f"{position.quantity}"
-                )
-            signal = run.parsed.signal
-            if signal is not None and signal.quantity != position.quantity:
-                run.notes.append(
-                    f"signal quantity {signal.quantity} differs from the position's "
-                    f"{position.quantity}; closed the whole position"
-                )
-            return await trading.reserve_close(
-                connection,
-                position,
-                event_id=run.event_id,
-                strategy_id=strategy.id,
-                account_id=run.integration.account_id,
-                client_order_id=client_order_id(run.dedupe_key, "c", attempt),
-                symbol=instrument.symbol,
-                now=now,
-            )
+        await self._legs.open(run, strategy)
 
 
 def _sha256(raw_body: bytes) -> str:
     return hashlib.sha256(raw_body).hexdigest()
-
-
-def client_order_id(dedupe_key: str, leg: str, attempt: int) -> str:
-    """Deterministic from the event: the same event asks the broker for the same order.
-
-    ``sb`` + 24 hex digits of the key's SHA-256 + the leg (``o`` open, ``c`` close) + the
-    attempt number: 30 characters of ``[a-z0-9-]``, inside every exchange's charset.
-    """
-    return f"sb-{hashlib.sha256(dedupe_key.encode()).hexdigest()[:24]}-{leg}{attempt}"
 
 
 def _check_content_type(content_type: str | None) -> None:
@@ -632,19 +470,3 @@ def _dedupe_key(parsed: ParsedEvent, integration_id: int, headers: Mapping[str, 
         if value is not None:
             return header_dedupe_key(integration_id, value)
     return parsed.dedupe_key(integration_id)
-
-
-def _assets(symbol: str, currency: str) -> tuple[str, str]:
-    """(base, quote) of a ``BASE/QUOTE`` symbol; a bare symbol is quoted in ``currency``."""
-    base, _, quote = symbol.partition("/")
-    return base, (quote.split(":")[0] or currency)
-
-
-def _terms(settings: Settings, account_name: str) -> AccountTerms:
-    account = settings.account(account_name)
-    return AccountTerms(
-        allow_short=account.allow_short,
-        short_margin=account.short_margin,
-        fee_bps=account.fee_bps,
-        slippage_bps=account.slippage_bps,
-    )

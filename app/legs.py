@@ -1,0 +1,219 @@
+"""The legs of a signal: opening and closing a strategy's position on its account's broker.
+
+Each leg runs the pure rules inside one transaction that also persists the order intent
+(:mod:`app.trading`), then hands the intent to :mod:`app.execution`. ``SIGNAL_REOPEN`` is a
+close leg, waited for, then an open leg.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from app import directory, trading
+from app.database import Database
+from app.errors import BrokerUnavailable, InsufficientFunds, PositionNotFound, UnsupportedInstrument
+from app.execution import Execution, LegBusy
+from app.protocol import ParsedEvent
+from app.rules import AccountTerms, Direction, StrategyRules, check_session, plan_open
+from app.settings import Settings
+
+POLL_SECONDS = 0.01
+
+
+@dataclass(slots=True)
+class Run:
+    """One event being executed."""
+
+    event_id: int
+    dedupe_key: str
+    parsed: ParsedEvent
+    integration: directory.Integration
+    resuming: bool
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+class Legs:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        database: Database,
+        execution: Execution,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._settings = settings
+        self._database = database
+        self._execution = execution
+        self._clock = clock
+
+    async def open(self, run: Run, strategy: directory.Strategy) -> None:
+        signal = run.parsed.signal
+        assert signal is not None
+        account = self._settings.account(run.integration.account_name)
+        attempt = await self._execution.resume(
+            account.name, run.event_id, "open", resuming=run.resuming
+        )
+        if attempt is None:
+            return
+        instrument = self._execution.instrument(account.name, signal.ticker)
+        broker_started = time.perf_counter()
+        quote = venue_cash = None
+        if instrument is not None:
+            quote = await self._execution.quote(account.name, instrument.symbol)
+            quote_asset = _assets(instrument.symbol, account.currency)[1]
+            venue_cash = await self._execution.venue_free(account.name, quote_asset)
+        run.timings["quote_ms"] = (time.perf_counter() - broker_started) * 1000
+        configured = self._settings.strategy_rules(
+            integration=run.integration.name, strategy_id=strategy.external_id
+        )
+        rules = StrategyRules(  # the operator's rules win over the config's
+            strategy.quantity_multiplier or configured.quantity_multiplier,
+            strategy.max_order_quantity or configured.max_order_quantity,
+            strategy.allocation_percent or configured.allocation_percent,
+        )
+        terms = _terms(self._settings, run.integration.account_name)
+        direction: Direction = "long" if signal.direction == "BUY" else "short"
+        now = self._clock()
+        checks_started = time.perf_counter()
+        async with self._database.write() as connection:
+            intent = await trading.reserve_open(
+                connection,
+                event_id=run.event_id,
+                strategy_id=strategy.id,
+                account_id=run.integration.account_id,
+                client_order_id=client_order_id(run.dedupe_key, "o", attempt),
+                provider_position_id=signal.proquantPositionId,
+                direction=direction,
+                terms=terms,
+                decide=lambda funds, has_open: plan_open(
+                    instrument,
+                    signal.ticker,
+                    direction=direction,
+                    quantity=signal.quantity,
+                    quote=quote or Decimal(0),
+                    rules=rules,
+                    terms=terms,
+                    funds=funds,
+                    has_open_position=has_open,
+                    now=now,
+                ),
+                now=now,
+                venue_cash=venue_cash,
+            )
+        run.timings["checks_ms"] = (time.perf_counter() - checks_started) * 1000
+        await self._execution.execute(account.name, intent, timings=run.timings)
+
+    async def close(self, run: Run, strategy: directory.Strategy, *, required: bool) -> bool:
+        """Close the strategy's position; False when there is none and none is required."""
+        account = self._settings.account(run.integration.account_name)
+        attempt = await self._execution.resume(
+            account.name, run.event_id, "close", resuming=run.resuming
+        )
+        if attempt is None:
+            return True
+        base_free = await self._base_free(account.name, strategy.id)
+        deadline = time.monotonic() + self._settings.duplicate_wait_seconds
+        while True:
+            try:
+                intent = await self._reserve_close(
+                    run, strategy, attempt=attempt, account=account.name, base_free=base_free
+                )
+                break
+            except LegBusy:
+                # An earlier event's order for this position is still at the broker.
+                if time.monotonic() > deadline:
+                    raise BrokerUnavailable(
+                        "the position is still being opened or closed"
+                    ) from None
+                await asyncio.sleep(POLL_SECONDS)
+        if intent is None:
+            if required:
+                raise PositionNotFound("the strategy has no open position")
+            return False
+        await self._execution.execute(account.name, intent, timings=run.timings)
+        return True
+
+    async def _base_free(self, account: str, strategy_id: int) -> Decimal | None:
+        """On a live venue, the free balance of the asset a spot close would sell."""
+        async with self._database.read() as connection:
+            position = await trading.position_of(connection, strategy_id)
+        if position is None or position.direction != "long":
+            return None
+        instrument = self._execution.instrument(account, position.ticker)
+        if instrument is None:
+            return None
+        return await self._execution.venue_free(account, _assets(instrument.symbol, "")[0])
+
+    async def _reserve_close(
+        self,
+        run: Run,
+        strategy: directory.Strategy,
+        *,
+        attempt: int,
+        account: str,
+        base_free: Decimal | None,
+    ) -> trading.OrderIntent | None:
+        now = self._clock()
+        async with self._database.write() as connection:
+            position = await trading.position_of(connection, strategy.id)
+            if position is None:
+                return None
+            if position.status != "open":
+                raise LegBusy(position.status)
+            instrument = self._execution.instrument(run.integration.account_name, position.ticker)
+            if instrument is None:
+                raise UnsupportedInstrument(f"{position.ticker} is no longer configured")
+            check_session(instrument, now=now)
+            if base_free is not None and base_free < position.quantity:
+                raise InsufficientFunds(
+                    f"the exchange holds {base_free} free to sell; the position is "
+                    f"{position.quantity}"
+                )
+            signal = run.parsed.signal
+            if signal is not None and signal.quantity != position.quantity:
+                run.notes.append(
+                    f"signal quantity {signal.quantity} differs from the position's "
+                    f"{position.quantity}; closed the whole position"
+                )
+            return await trading.reserve_close(
+                connection,
+                position,
+                event_id=run.event_id,
+                strategy_id=strategy.id,
+                account_id=run.integration.account_id,
+                client_order_id=client_order_id(run.dedupe_key, "c", attempt),
+                symbol=instrument.symbol,
+                now=now,
+            )
+
+
+def client_order_id(dedupe_key: str, leg: str, attempt: int) -> str:
+    """Deterministic from the event: the same event asks the broker for the same order.
+
+    ``sb`` + 24 hex digits of the key's SHA-256 + the leg (``o`` open, ``c`` close) + the
+    attempt number: 30 characters of ``[a-z0-9-]``, inside every exchange's charset.
+    """
+    return f"sb-{hashlib.sha256(dedupe_key.encode()).hexdigest()[:24]}-{leg}{attempt}"
+
+
+def _assets(symbol: str, currency: str) -> tuple[str, str]:
+    """(base, quote) of a ``BASE/QUOTE`` symbol; a bare symbol is quoted in ``currency``."""
+    base, _, quote = symbol.partition("/")
+    return base, (quote.split(":")[0] or currency)
+
+
+def _terms(settings: Settings, account_name: str) -> AccountTerms:
+    account = settings.account(account_name)
+    return AccountTerms(
+        allow_short=account.allow_short,
+        short_margin=account.short_margin,
+        fee_bps=account.fee_bps,
+        slippage_bps=account.slippage_bps,
+    )
