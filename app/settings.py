@@ -67,6 +67,8 @@ class AccountConfig(_Section):
     def _venue(self) -> AccountConfig:
         if self.broker == "ccxt" and not self.exchange:
             raise ValueError(f"account {self.name!r}: a ccxt account needs an exchange id")
+        if self.broker == "ccxt" and self.allow_short:
+            raise ValueError(f"account {self.name!r}: ccxt accounts trade spot; no shorts")
         if self.quotes is not None and not self.quotes.startswith("ccxt:"):
             raise ValueError(f"account {self.name!r}: quotes must be 'ccxt:<exchange id>'")
         return self

@@ -9,7 +9,7 @@ import pytest
 
 from app import errors
 from app.ccxt_broker import DECIMAL_PLACES, SIGNIFICANT_DIGITS, TICK_SIZE, instrument_from_market
-from app.settings import InstrumentConfig
+from app.settings import AccountConfig, InstrumentConfig
 
 
 def market(amount_precision: str, *, active: bool = True) -> dict[str, Any]:
@@ -72,3 +72,10 @@ def test_config_fields_set_explicitly_override_the_exchange() -> None:
     assert instrument.quantity_step == Decimal("0.01")
     assert instrument.max_quantity == Decimal(1)
     assert instrument.min_notional == Decimal(5)  # not set in the override: the exchange's
+
+
+def test_a_ccxt_account_cannot_allow_shorts() -> None:
+    with pytest.raises(ValueError, match="spot"):
+        AccountConfig(
+            name="live", user="a@b.c", broker="ccxt", exchange="binance", allow_short=True
+        )
