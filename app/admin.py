@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app import directory, queries, schema, trading
+from app import directory, journal, queries, schema
 from app.api import require_key, whole
 from app.database import insert_or_ignore
 from app.errors import Conflict, InsufficientCash, MalformedBody, NotFound
@@ -132,7 +132,7 @@ async def _move_money(request: Request, *, sign: int) -> Response:
         if amount < 0 and cash + amount < 0:
             raise InsufficientCash(f"{name} has {cash} in cash; cannot withdraw {-amount}")
         kind = "deposit" if amount > 0 else "withdrawal"
-        recorded = await trading.record_deposit(
+        recorded = await journal.record_deposit(
             connection,
             account_id,
             amount=amount,

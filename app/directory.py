@@ -19,7 +19,7 @@ from decimal import Decimal
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app import schema, trading
+from app import journal, schema
 from app.database import insert_id, insert_or_ignore
 from app.errors import Conflict, NotFound
 from app.settings import Settings
@@ -220,7 +220,7 @@ async def sync_config(connection: AsyncConnection, settings: Settings, *, now: d
             now=now,
         )
         if account.initial_deposit:
-            await trading.record_deposit(
+            await journal.record_deposit(
                 connection,
                 account_ids[account.name],
                 amount=account.initial_deposit,

@@ -17,7 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TypeVar
 
-from app import inbox, trading
+from app import inbox, journal, trading
 from app.broker import Broker, OrderReport, OrderRequest
 from app.database import Database
 from app.errors import BrokerUnavailable, OrderRejected, ProtocolError, SignalbridgeError
@@ -200,7 +200,7 @@ class Execution:
         async with self._database.write() as connection:
             currency = await trading.account_currency(connection, account_id)
             if opening := balances.get(currency, Decimal(0)):
-                await trading.record_deposit(
+                await journal.record_deposit(
                     connection,
                     account_id,
                     amount=opening,

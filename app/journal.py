@@ -1,0 +1,92 @@
+"""The journal's writes: balanced ledger transactions, posted once per reference, in a
+transaction the caller owns. The account row's ``cash`` moves with its cash postings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app import ledger, schema
+from app.database import insert_id
+
+ZERO = Decimal(0)
+
+
+async def record_deposit(
+    connection: AsyncConnection, account_id: int, *, amount: Decimal, reference: str, now: datetime
+) -> bool:
+    """Post a deposit (or, negative, a withdrawal) once per ``reference``."""
+    exists = await connection.scalar(
+        select(schema.ledger_transactions.c.id).where(
+            schema.ledger_transactions.c.reference == reference
+        )
+    )
+    if exists is not None:
+        return False
+    await post(
+        connection,
+        account_id,
+        reference=reference,
+        kind="deposit",
+        postings=ledger.deposit(amount),
+        now=now,
+    )
+    return True
+
+
+async def post(
+    connection: AsyncConnection,
+    account_id: int,
+    *,
+    reference: str,
+    kind: str,
+    postings: Sequence[ledger.Posting],
+    now: datetime,
+    fill_id: int | None = None,
+    trade: ledger.Trade | None = None,
+) -> None:
+    if not ledger.is_balanced(postings):
+        raise ValueError(f"unbalanced ledger transaction {reference}: {postings}")
+    transactions = schema.ledger_transactions
+    transaction_id = await insert_id(
+        connection,
+        transactions.insert().values(
+            account_id=account_id,
+            reference=reference,
+            kind=kind,
+            at=now,
+            fill_id=fill_id,
+            ticker=trade.ticker if trade else None,
+            side=trade.side if trade else None,
+            quantity=trade.quantity if trade else None,
+            price=trade.price if trade else None,
+            fee=trade.fee if trade else None,
+        ),
+    )
+    await connection.execute(
+        schema.postings.insert(),
+        [
+            {
+                "transaction_id": transaction_id,
+                "account_id": account_id,
+                "ledger_account": posting.ledger_account,
+                "amount": posting.amount,
+                "ticker": posting.ticker,
+                "quantity": posting.quantity,
+            }
+            for posting in postings
+        ],
+    )
+    cash = sum((p.amount for p in postings if p.ledger_account == "cash"), ZERO)
+    if cash:
+        account = schema.accounts
+        current = (
+            await connection.execute(select(account.c.cash).where(account.c.id == account_id))
+        ).scalar_one()
+        await connection.execute(
+            update(account).where(account.c.id == account_id).values(cash=current + cash)
+        )
