@@ -39,7 +39,9 @@ def add(commands: Any, client_options: Callable[[argparse.ArgumentParser], None]
     listing.add_argument("--state")
     listing.add_argument("--strategy")
     action(events, "show", _event, "one delivery, raw body included").add_argument("id")
-    action(events, "replay", _replay, "run a stored event again").add_argument("id")
+    action(
+        events, "replay", _post("/api/events/{id}/replay"), "run a stored event again"
+    ).add_argument("id")
 
     users = group("users", "users: list, create")
     action(users, "list", _call("GET", "/api/users", rows="users"), "list users")
@@ -65,7 +67,9 @@ def add(commands: Any, client_options: Callable[[argparse.ArgumentParser], None]
         ("revoke", "revoke the older of two tokens"),
         ("register", "ask the provider to create the integration request"),
     ):
-        action(integrations, verb, _integration(verb), help_text).add_argument("name")
+        action(
+            integrations, verb, _post(f"/api/integrations/{{name}}/{verb}"), help_text
+        ).add_argument("name")
 
     strategies = group("strategies", "strategies: list, pause, resume, edit, close, retire")
     action(strategies, "list", _call("GET", "/api/strategies", rows="strategies"), "list")
@@ -75,7 +79,7 @@ def add(commands: Any, client_options: Callable[[argparse.ArgumentParser], None]
         ("close", "close its position by hand"),
         ("retire", "pause it and close its position"),
     ):
-        parser = action(strategies, verb, _strategy(verb), help_text)
+        parser = action(strategies, verb, _post(f"/api/strategies/{{id}}/{verb}"), help_text)
         parser.add_argument("id")
         parser.add_argument("--idempotency-key")
     edit = action(strategies, "edit", _edit_strategy, "set its sizing rules")
@@ -187,11 +191,6 @@ def _event(arguments: argparse.Namespace, settings: Settings) -> int:
     return show(arguments, request(arguments, settings, "GET", f"/api/events/{arguments.id}"), None)
 
 
-def _replay(arguments: argparse.Namespace, settings: Settings) -> int:
-    path = f"/api/events/{arguments.id}/replay"
-    return show(arguments, request(arguments, settings, "POST", path), None)
-
-
 def _create_user(arguments: argparse.Namespace, settings: Settings) -> int:
     answer = request(arguments, settings, "POST", "/api/users", body={"email": arguments.email})
     return show(arguments, answer, answer["users"])
@@ -220,17 +219,11 @@ def _create_integration(arguments: argparse.Namespace, settings: Settings) -> in
     return show(arguments, answer, None)
 
 
-def _integration(verb: str) -> Run:
+def _post(template: str) -> Run:
+    """A command that POSTs to ``template`` filled in with the command's arguments."""
+
     def run(arguments: argparse.Namespace, settings: Settings) -> int:
-        path = f"/api/integrations/{arguments.name}/{verb}"
-        return show(arguments, request(arguments, settings, "POST", path), None)
-
-    return run
-
-
-def _strategy(verb: str) -> Run:
-    def run(arguments: argparse.Namespace, settings: Settings) -> int:
-        path = f"/api/strategies/{arguments.id}/{verb}"
+        path = template.format(**vars(arguments))
         return show(arguments, request(arguments, settings, "POST", path), None)
 
     return run

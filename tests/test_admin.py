@@ -182,3 +182,7 @@ def test_operator_commands_print_tables_and_json(
     assert "OPERATOR_CLOSE" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="404"):
         run_cli(service, "strategies", "pause", "99")
+    with pytest.raises(SystemExit, match="409"):  # a done event cannot be replayed
+        run_cli(service, "events", "replay", "1")
+    assert run_cli(service, "events", "show", "1") == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "done"
