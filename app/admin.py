@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import select
+from sqlalchemy import select, update
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -183,6 +183,20 @@ async def accounts(request: Request) -> Response:
         return JSON({"accounts": [dict(row._mapping) for row in rows]})
 
 
+async def verify(request: Request) -> Response:
+    """Mark a production account verified: only then do its signals trade."""
+    services = request.state.services
+    name = request.path_params["name"]
+    async with services.database.write() as connection:
+        account_id = await queries.account_id(connection, name)
+        await connection.execute(
+            update(schema.accounts)
+            .where(schema.accounts.c.id == account_id)
+            .values(is_verified=True)
+        )
+    return await accounts(request)
+
+
 class NewIntegration(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
@@ -299,6 +313,7 @@ routes = [
     ),
     Route("/api/strategies/{id}/retire", require_key(retire, scope="write"), methods=["POST"]),
     Route("/api/accounts", require_key(accounts)),
+    Route("/api/accounts/{name}/verify", require_key(verify, scope="write"), methods=["POST"]),
     Route("/api/accounts/{name}/deposits", require_key(deposit, scope="write"), methods=["POST"]),
     Route(
         "/api/accounts/{name}/withdrawals", require_key(withdraw, scope="write"), methods=["POST"]

@@ -47,8 +47,10 @@ def add(commands: Any, client_options: Callable[[argparse.ArgumentParser], None]
     action(users, "list", _call("GET", "/api/users", rows="users"), "list users")
     action(users, "create", _create_user, "create a user").add_argument("email")
 
-    accounts = group("accounts", "accounts: list")
+    accounts = group("accounts", "accounts: list, verify")
     action(accounts, "list", _call("GET", "/api/accounts", rows="accounts"), "list accounts")
+    verify = _post("/api/accounts/{name}/verify")
+    action(accounts, "verify", verify, "let a production account trade").add_argument("name")
     for name, help_text in (("deposit", "money into"), ("withdraw", "money out of")):
         parser = action(commands, name, _money(name), f"{help_text} a paper account")
         parser.add_argument("account")

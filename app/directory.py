@@ -262,20 +262,19 @@ async def _upsert_account(
     is_verified: bool,
     now: datetime,
 ) -> int:
+    """``is_verified`` is the config's only when the account is created: afterwards the
+    operator's verification (``POST /api/accounts/{name}/verify``) stands."""
     table = schema.accounts
-    values = {
-        "user_id": user_id,
-        "broker": broker,
-        "currency": currency,
-        "is_sandbox": is_sandbox,
-        "is_verified": is_verified,
-    }
+    values = {"user_id": user_id, "broker": broker, "currency": currency, "is_sandbox": is_sandbox}
     existing = await connection.scalar(select(table.c.id).where(table.c.name == name))
     if existing is not None:
         await connection.execute(update(table).where(table.c.id == existing).values(**values))
         return int(existing)
     return await insert_id(
-        connection, table.insert().values(name=name, cash=Decimal(0), created_at=now, **values)
+        connection,
+        table.insert().values(
+            name=name, cash=Decimal(0), created_at=now, is_verified=is_verified, **values
+        ),
     )
 
 

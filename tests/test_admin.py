@@ -186,3 +186,25 @@ def test_operator_commands_print_tables_and_json(
         run_cli(service, "events", "replay", "1")
     assert run_cli(service, "events", "show", "1") == 0
     assert json.loads(capsys.readouterr().out)["state"] == "done"
+
+
+def test_a_production_account_trades_only_once_verified(start_service: ServiceFactory) -> None:
+    production = {
+        "name": "demo-paper",
+        "user": "demo@example.com",
+        "initial_deposit": "100000",
+        "is_sandbox": False,
+        "is_verified": False,
+    }
+    service = start_service(accounts=[production])
+    refused = service.send("SIGNAL_OPEN", signal())
+    assert refused.status_code == 401
+    assert refused.json() == {
+        "type": "InvalidCredentials",
+        "message": "the production account demo-paper is not verified yet",
+    }
+    assert run_cli(service, "accounts", "verify", "demo-paper") == 0
+    assert service.send("SIGNAL_OPEN", signal()).status_code == 200
+    restarted = start_service(accounts=[production], clock=service.clock)
+    [account] = restarted.api("/api/accounts")["accounts"]
+    assert account["is_verified"] is True  # the operator's verification outlives the config's
