@@ -119,6 +119,7 @@ def _serve(arguments: argparse.Namespace, settings: Settings) -> int:
         log_level=settings.log_level.lower(),
         log_config=None,  # uvicorn's records go through the same handler
         ws="none",
+        timeout_graceful_shutdown=5,  # open event streams must not hold a shutdown forever
     )
     return 0
 

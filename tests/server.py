@@ -16,7 +16,12 @@ class Server:
         self._socket.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
         config = uvicorn.Config(
-            app, log_level="warning", lifespan=lifespan, ws="none", interface="asgi3"
+            app,
+            log_level="warning",
+            lifespan=lifespan,
+            ws="none",
+            interface="asgi3",
+            timeout_graceful_shutdown=5,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
