@@ -22,6 +22,18 @@ from app.protocol import load_json
 from app.provider import ProviderClient, Registration
 from app.responses import JSON
 
+# Amounts an operator may send: finite, at most 30 digits of which 18 after the point.
+EXACT: dict[str, Any] = {"allow_inf_nan": False, "max_digits": 30, "decimal_places": 18}
+MAX_KEY_LENGTH = 100
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The request's ``Idempotency-Key``: printable ASCII, at most 100 characters."""
+    key = request.headers.get("idempotency-key")
+    if key is not None and not (key.isascii() and key.isprintable() and 0 < len(key) <= 100):
+        raise MalformedBody(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters")
+    return key
+
 
 def parse(model: type[BaseModel], raw: bytes) -> Any:
     """A JSON body (numbers as Decimal) as ``model``, or a 400 naming the field."""
@@ -37,9 +49,9 @@ class SizingRules(BaseModel):
     """The operator's sizing rules for one strategy; null: back to the config's."""
 
     model_config = ConfigDict(extra="forbid")
-    quantity_multiplier: Decimal | None = Field(default=None, gt=0, allow_inf_nan=False)
-    max_order_quantity: Decimal | None = Field(default=None, gt=0, allow_inf_nan=False)
-    allocation_percent: Decimal | None = Field(default=None, gt=0, le=100, allow_inf_nan=False)
+    quantity_multiplier: Decimal | None = Field(default=None, gt=0, **EXACT)
+    max_order_quantity: Decimal | None = Field(default=None, gt=0, **EXACT)
+    allocation_percent: Decimal | None = Field(default=None, gt=0, le=100, **EXACT)
 
 
 async def strategies(request: Request) -> Response:
@@ -92,7 +104,7 @@ async def retire(request: Request) -> Response:
 async def _operator_close(request: Request, *, retire: bool) -> Response:
     strategy_id = whole(request.path_params["id"], "strategy id")
     answer = await request.state.services.receiver.operator_close(
-        strategy_id, idempotency_key=request.headers.get("idempotency-key"), retire=retire
+        strategy_id, idempotency_key=idempotency_key(request), retire=retire
     )
     body = json.loads(answer.body) if answer.body else None
     return JSON(
@@ -103,7 +115,7 @@ async def _operator_close(request: Request, *, retire: bool) -> Response:
 
 class Money(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    amount: Decimal = Field(gt=0, allow_inf_nan=False)
+    amount: Decimal = Field(gt=0, **EXACT)
 
 
 async def deposit(request: Request) -> Response:
@@ -123,7 +135,7 @@ async def _move_money(request: Request, *, sign: int) -> Response:
     account = next((a for a in services.settings.accounts if a.name == name), None)
     if account is not None and account.broker != "paper":
         raise Conflict(f"{name} trades on {account.exchange}: its cash is the exchange's")
-    key = request.headers.get("idempotency-key") or uuid.uuid4().hex
+    key = idempotency_key(request) or uuid.uuid4().hex
     async with services.database.write() as connection:
         account_id = await queries.account_id(connection, name)
         cash = await connection.scalar(

@@ -187,9 +187,13 @@ async def _list(
         return JSON({kind or table: await fetch(connection, None, None)})
 
 
+MAX_ID = 2**31 - 1  # ids are 32-bit integers in both databases
+
+
 def whole(value: str, name: str) -> int:
-    if not value.isdigit():
-        raise MalformedBody(f"{name} must be a whole number")
+    """A row id or count from the URL: ASCII digits, within the databases' integer range."""
+    if not (value.isascii() and value.isdigit()) or int(value) > MAX_ID:
+        raise MalformedBody(f"{name} must be a whole number from 0 to {MAX_ID}")
     return int(value)
 
 

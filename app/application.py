@@ -24,12 +24,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app import admin, api, directory, migrate, queries, webhooks
+from app import admin, api, directory, migrate, openapi, queries, webhooks
 from app.broker import Broker
 from app.database import Database, create_engine
 from app.errors import BrokerError, NotFound, RequestError, SignalbridgeError
 from app.instruments import Instrument, instruments_by_ticker
-from app.limits import BodyLimit
+from app.limits import RequestLimits
 from app.metrics import Metrics
 from app.paper import PaperBroker
 from app.receiver import Receiver
@@ -186,12 +186,13 @@ def create_app(
         Route("/readyz", readyz),
         Route("/metrics", api.require_key(prometheus)),
         Route("/webhooks/proquant", webhooks.proquant, methods=["POST"]),
+        Route("/api/openapi.json", openapi.endpoint, methods=["GET"]),
         *api.routes,
         *admin.routes,
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(BodyLimit, max_bytes=settings.max_body_bytes)],
+        middleware=[Middleware(RequestLimits, max_bytes=settings.max_body_bytes)],
         exception_handlers={
             SignalbridgeError: _signalbridge_error,
             HTTPException: _http_error,

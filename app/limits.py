@@ -1,8 +1,11 @@
-"""The body size limit, for every endpoint (ASGI middleware).
+"""Limits on every request (ASGI middleware), before any endpoint runs.
 
-A declared ``Content-Length`` over the limit is refused before the body is read; a body
-without one (chunked) is counted as it streams and refused the moment it passes the limit.
-Either way the answer is 413 and nothing of the body is stored.
+The body size: a declared ``Content-Length`` over the limit is refused before the body is
+read; a body without one (chunked) is counted as it streams and refused the moment it
+passes the limit. Either way the answer is 413 and nothing of the body is stored.
+
+NUL characters in the path or the query string are refused (400): no database text column
+can hold them, and no legitimate request carries them.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from app.errors import BodyTooLarge, MalformedBody
 from app.responses import error_response
 
 
-class BodyLimit:
+class RequestLimits:
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self._app = app
         self._max_bytes = max_bytes
@@ -21,6 +24,10 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
+            return
+        if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
+            nul = MalformedBody("NUL characters are not accepted in the URL")
+            await error_response(nul)(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:

@@ -29,6 +29,8 @@ INTEGRATION_TYPES = frozenset(
 )
 _VERSION_KEY = re.compile(r"v(\d+)")
 ModelT = TypeVar("ModelT", bound=BaseModel)
+MAX_TIMESTAMP = 2**53  # milliseconds: far past any real date, and exact as a float
+_NUL = re.compile(rb"\x00|\\u0000", re.IGNORECASE)
 
 
 class _Model(BaseModel):
@@ -59,7 +61,7 @@ class StrategyData(StrategyRef):
 class SignalData(_Model):
     direction: Literal["BUY", "SELL"]
     ticker: str = Field(min_length=1, max_length=64)
-    quantity: Decimal = Field(gt=0, allow_inf_nan=False, max_digits=30)
+    quantity: Decimal = Field(gt=0, allow_inf_nan=False, max_digits=30, decimal_places=18)
     strategy: StrategyRef
     proquantPositionId: str = Field(min_length=1, max_length=200)
 
@@ -72,14 +74,14 @@ class SignalData(_Model):
 
 
 class EventV1(_Model):
-    timestamp: int = Field(ge=0, description="Unix time in milliseconds")
+    timestamp: int = Field(ge=0, le=MAX_TIMESTAMP, description="Unix time in milliseconds")
     type: str = Field(min_length=1, max_length=64)
     integration: IntegrationInfo | None = None
     data: Any = None
 
 
 class _VersionV1(_Model):
-    deprecation: str | None = None
+    deprecation: str | None = Field(default=None, max_length=64)
     event: EventV1
 
 
@@ -121,7 +123,10 @@ def header_dedupe_key(integration_id: int, header_value: str) -> str:
 
 
 def load_json(raw: bytes) -> Any:
-    """Strict JSON: numbers as Decimal, no NaN/Infinity, no duplicate keys."""
+    """Strict JSON: numbers as Decimal, no NaN/Infinity, no duplicate keys, no NUL
+    characters (no database text column can hold them)."""
+    if _NUL.search(raw):
+        raise MalformedBody("the body contains a NUL character")
     try:
         return json.loads(
             raw,

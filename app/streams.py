@@ -89,7 +89,7 @@ async def _resume_point(request: Request, database: Database, latest: Latest) ->
     if given is None:
         async with database.read() as connection:
             return await latest(connection)
-    if not given.isdigit():
+    if not (given.isascii() and given.isdigit()) or len(given) > 10:
         raise MalformedBody("Last-Event-ID must be a row id (a whole number)")
     return int(given)
 

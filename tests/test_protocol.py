@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 
 import pytest
 
 from app.errors import MalformedBody, UnsupportedVersion
 from app.protocol import parse_envelope
+from tests.conftest import dumps
 
 
 def raw(document: object) -> bytes:
-    return json.dumps(document).encode()
+    return dumps(document).encode()
 
 
 def signal_event(**data: object) -> dict[str, object]:
@@ -30,12 +30,12 @@ def signal_event(**data: object) -> dict[str, object]:
 def test_quantities_are_decimal_never_float() -> None:
     body = (
         b'{"v1": {"deprecation": null, "event": {"timestamp": 1, "type": "SIGNAL_OPEN", '
-        b'"data": {"direction": "SELL", "ticker": "T", "quantity": 0.1000000000000000055511, '
+        b'"data": {"direction": "SELL", "ticker": "T", "quantity": 0.100000000000000005, '
         b'"strategy": {"id": "s"}, "proquantPositionId": "p"}}}}'
     )
     parsed = parse_envelope(body)
     assert parsed.signal is not None
-    assert parsed.signal.quantity == Decimal("0.1000000000000000055511")
+    assert parsed.signal.quantity == Decimal("0.100000000000000005")  # a float says 0.1
 
 
 def test_the_newest_understood_version_wins_over_unknown_newer_ones() -> None:
@@ -56,6 +56,7 @@ def test_dedupe_key_is_integration_type_strategy_position_timestamp() -> None:
         ({"v1": {"event": signal_event(quantity="10")}}, "v1.event.data.quantity"),
         ({"v1": {"event": signal_event(quantity=True)}}, "v1.event.data.quantity"),
         ({"v1": {"event": signal_event(quantity=0)}}, "v1.event.data.quantity"),
+        ({"v1": {"event": signal_event(quantity=Decimal("1e-19"))}}, "v1.event.data.quantity"),
         ({"v1": {"event": signal_event(direction="UP")}}, "v1.event.data.direction"),
         ({"v1": {"event": signal_event(strategy={})}}, "v1.event.data.strategy.id"),
         ({"v1": {"event": {"type": "SIGNAL_OPEN"}}}, "v1.event.timestamp"),
