@@ -18,9 +18,11 @@ from app import directory, journal, queries, schema
 from app.api import require_key, whole
 from app.database import insert_or_ignore
 from app.errors import Conflict, InsufficientCash, MalformedBody, NotFound
+from app.paper import PaperBroker
 from app.protocol import load_json
 from app.provider import ProviderClient, Registration
 from app.responses import JSON
+from app.settings import AccountConfig
 
 # Amounts an operator may send: finite, at most 30 digits of which 18 after the point.
 EXACT: dict[str, Any] = {"allow_inf_nan": False, "max_digits": 30, "decimal_places": 18}
@@ -164,22 +166,39 @@ class NewUser(BaseModel):
 
 
 async def users(request: Request) -> Response:
+    """Users; a new user gets a sandbox paper account, ``sandbox-<user id>``."""
     services = request.state.services
     if request.method == "POST":
         user = parse(NewUser, await request.body())
         async with services.database.write() as connection:
-            await insert_or_ignore(
-                connection,
-                schema.users,
-                {"email": user.email, "created_at": services.clock()},
-                unique=["email"],
+            known = await connection.scalar(
+                select(schema.users.c.id).where(schema.users.c.email == user.email)
             )
+            if known is None:
+                await insert_or_ignore(
+                    connection,
+                    schema.users,
+                    {"email": user.email, "created_at": services.clock()},
+                    unique=["email"],
+                )
+                user_id = await connection.scalar(
+                    select(schema.users.c.id).where(schema.users.c.email == user.email)
+                )
+                sandbox = await directory.create_paper_account(
+                    connection,
+                    name=f"sandbox-{user_id}",
+                    user_email=user.email,
+                    currency="USD",
+                    now=services.clock(),
+                )
+        if known is None:
+            await _serve_account(services, sandbox)
     async with services.database.read() as connection:
         rows = await connection.execute(select(schema.users).order_by(schema.users.c.id))
         return JSON({"users": [dict(row._mapping) for row in rows]})
 
 
-async def accounts(request: Request) -> Response:
+async def accounts(request: Request, *, status_code: int = 200) -> Response:
     async with request.state.services.database.read() as connection:
         rows = await connection.execute(
             select(
@@ -192,7 +211,7 @@ async def accounts(request: Request) -> Response:
                 schema.accounts.c.cash,
             ).order_by(schema.accounts.c.id)
         )
-        return JSON({"accounts": [dict(row._mapping) for row in rows]})
+        return JSON({"accounts": [dict(row._mapping) for row in rows]}, status_code=status_code)
 
 
 async def verify(request: Request) -> Response:
@@ -207,6 +226,35 @@ async def verify(request: Request) -> Response:
             .values(is_verified=True)
         )
     return await accounts(request)
+
+
+class NewAccount(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")
+    user: str
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3,10}$")
+
+
+async def create_account(request: Request) -> Response:
+    """A sandbox paper account for a user, served at once. Production accounts bind a
+    broker with credentials: they are defined in the config file."""
+    services = request.state.services
+    new = parse(NewAccount, await request.body())
+    async with services.database.write() as connection:
+        config = await directory.create_paper_account(
+            connection,
+            name=new.name,
+            user_email=new.user,
+            currency=new.currency,
+            now=services.clock(),
+        )
+    await _serve_account(services, config)
+    return await accounts(request, status_code=201)
+
+
+async def _serve_account(services: Any, config: AccountConfig) -> None:
+    broker = PaperBroker.for_account(services.settings, config, clock=services.clock)
+    await services.receiver.add_account(config, broker)
 
 
 class NewIntegration(BaseModel):
@@ -324,7 +372,8 @@ routes = [
         "/api/strategies/{id}/close", require_key(close_position, scope="write"), methods=["POST"]
     ),
     Route("/api/strategies/{id}/retire", require_key(retire, scope="write"), methods=["POST"]),
-    Route("/api/accounts", require_key(accounts)),
+    Route("/api/accounts", require_key(accounts), methods=["GET"]),
+    Route("/api/accounts", require_key(create_account, scope="write"), methods=["POST"]),
     Route("/api/accounts/{name}/verify", require_key(verify, scope="write"), methods=["POST"]),
     Route("/api/accounts/{name}/deposits", require_key(deposit, scope="write"), methods=["POST"]),
     Route(

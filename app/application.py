@@ -70,24 +70,10 @@ class Services:
 def paper_brokers(settings: Settings, *, clock: Clock) -> dict[str, Broker]:
     """One paper broker per paper account, quoting the configured instrument prices."""
     return {
-        account.name: _paper(settings, account, clock=clock)
+        account.name: PaperBroker.for_account(settings, account, clock=clock)
         for account in settings.accounts
         if account.broker == "paper"
     }
-
-
-def _paper(
-    settings: Settings, account: AccountConfig, *, clock: Clock, quotes: Broker | None = None
-) -> PaperBroker:
-    return PaperBroker(
-        instruments_by_ticker(settings.instruments),
-        currency=account.currency,
-        cash=account.initial_deposit,
-        fee_bps=account.fee_bps,
-        slippage_bps=account.slippage_bps,
-        clock=clock,
-        quotes=quotes.quote if quotes is not None else None,
-    )
 
 
 def build_brokers(settings: Settings, *, clock: Clock) -> tuple[dict[str, Broker], list[Broker]]:
@@ -119,9 +105,11 @@ def build_brokers(settings: Settings, *, clock: Clock) -> tuple[dict[str, Broker
         elif account.quotes_exchange:
             venue = exchange(account, account.quotes_exchange, public=True)
             quote_venues.append(venue)
-            brokers[account.name] = _paper(settings, account, clock=clock, quotes=venue)
+            brokers[account.name] = PaperBroker.for_account(
+                settings, account, clock=clock, quotes=venue.quote
+            )
         else:
-            brokers[account.name] = _paper(settings, account, clock=clock)
+            brokers[account.name] = PaperBroker.for_account(settings, account, clock=clock)
     return brokers, quote_venues
 
 
@@ -137,7 +125,7 @@ def create_app(
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Services]]:
         database = Database(create_engine(settings.database_url))
         venues, quote_venues = (
-            (brokers, []) if brokers is not None else build_brokers(settings, clock=clock)
+            (dict(brokers), []) if brokers is not None else build_brokers(settings, clock=clock)
         )
         background: list[asyncio.Task[None]] = []
         try:
@@ -145,10 +133,17 @@ def create_app(
                 await migrate.upgrade(database.engine)
             async with database.write() as connection:
                 await directory.sync_config(connection, settings, now=clock())
+                created = await directory.accounts_outside(
+                    connection, {account.name for account in settings.accounts}
+                )
+            accounts = {account.name: account for account in [*settings.accounts, *created]}
+            for account in created:  # made through the API: paper accounts
+                venues[account.name] = PaperBroker.for_account(settings, account, clock=clock)
             instruments = instruments_by_ticker(settings.instruments)
             receiver = Receiver(
                 settings=settings,
                 database=database,
+                accounts=accounts,
                 brokers=venues,
                 clock=clock,
                 metrics=metrics,

@@ -47,8 +47,12 @@ def add(commands: Any, client_options: Callable[[argparse.ArgumentParser], None]
     action(users, "list", _call("GET", "/api/users", rows="users"), "list users")
     action(users, "create", _create_user, "create a user").add_argument("email")
 
-    accounts = group("accounts", "accounts: list, verify")
+    accounts = group("accounts", "accounts: list, create, verify")
     action(accounts, "list", _call("GET", "/api/accounts", rows="accounts"), "list accounts")
+    create_account = action(accounts, "create", _create_account, "a sandbox paper account")
+    create_account.add_argument("name")
+    create_account.add_argument("--user", required=True)
+    create_account.add_argument("--currency", default="USD")
     verify = _post("/api/accounts/{name}/verify")
     action(accounts, "verify", verify, "let a production account trade").add_argument("name")
     for name, help_text in (("deposit", "money into"), ("withdraw", "money out of")):
@@ -196,6 +200,12 @@ def _event(arguments: argparse.Namespace, settings: Settings) -> int:
 def _create_user(arguments: argparse.Namespace, settings: Settings) -> int:
     answer = request(arguments, settings, "POST", "/api/users", body={"email": arguments.email})
     return show(arguments, answer, answer["users"])
+
+
+def _create_account(arguments: argparse.Namespace, settings: Settings) -> int:
+    body = {"name": arguments.name, "user": arguments.user, "currency": arguments.currency}
+    answer = request(arguments, settings, "POST", "/api/accounts", body=body)
+    return show(arguments, answer, answer["accounts"])
 
 
 def _money(verb: str) -> Run:

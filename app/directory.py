@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app import journal, schema
 from app.database import insert_id, insert_or_ignore
 from app.errors import Conflict, NotFound
-from app.settings import Settings
+from app.settings import AccountConfig, Settings
 
 IntegrationStatus = str
 
@@ -424,3 +424,50 @@ async def integration_id_by_name(connection: AsyncConnection, name: str) -> int:
     if found is None:
         raise NotFound(f"no integration named {name!r}")
     return int(found)
+
+
+async def accounts_outside(connection: AsyncConnection, names: set[str]) -> list[AccountConfig]:
+    """Accounts the config does not name (made through the API): paper accounts with the
+    default terms."""
+    a, u = schema.accounts, schema.users
+    rows = await connection.execute(
+        select(a.c.name, u.c.email, a.c.currency, a.c.is_sandbox, a.c.is_verified)
+        .join(u, u.c.id == a.c.user_id)
+        .order_by(a.c.id)
+    )
+    return [
+        AccountConfig(
+            name=name,
+            user=email,
+            broker="paper",
+            currency=currency,
+            is_sandbox=is_sandbox,
+            is_verified=is_verified,
+        )
+        for name, email, currency, is_sandbox, is_verified in rows
+        if name not in names
+    ]
+
+
+async def create_paper_account(
+    connection: AsyncConnection, *, name: str, user_email: str, currency: str, now: datetime
+) -> AccountConfig:
+    """A sandbox paper account for a user (default terms: no shorts, no fees)."""
+    user_id = await connection.scalar(
+        select(schema.users.c.id).where(schema.users.c.email == user_email)
+    )
+    if user_id is None:
+        raise NotFound(f"no user {user_email!r}")
+    if await connection.scalar(select(schema.accounts.c.id).where(schema.accounts.c.name == name)):
+        raise Conflict(f"an account named {name!r} exists")
+    await _upsert_account(
+        connection,
+        name=name,
+        user_id=int(user_id),
+        broker="paper",
+        currency=currency,
+        is_sandbox=True,
+        is_verified=True,
+        now=now,
+    )
+    return AccountConfig(name=name, user=user_email, broker="paper", currency=currency)

@@ -23,6 +23,7 @@ from app.database import Database
 from app.errors import BrokerUnavailable, OrderRejected, ProtocolError, SignalbridgeError
 from app.instruments import Instrument
 from app.metrics import Metrics
+from app.settings import AccountConfig
 
 log = logging.getLogger(__name__)
 ResultT = TypeVar("ResultT")
@@ -38,18 +39,30 @@ class Execution:
         self,
         *,
         database: Database,
-        brokers: Mapping[str, Broker],
+        accounts: Mapping[str, AccountConfig],
+        brokers: dict[str, Broker],
         clock: Callable[[], datetime],
         timeout: float,
         metrics: Metrics,
     ) -> None:
         self._metrics = metrics
         self._database = database
-        self._brokers = brokers
+        self._accounts = dict(accounts)
+        self._brokers = brokers  # shared with the API's views: accounts added here show there
         self._clock = clock
         self._timeout = timeout
         self._ready: set[str] = set()
         self._lookups: dict[int, int] = {}
+
+    def account(self, name: str) -> AccountConfig:
+        """The account's terms (the config's, or defaults for one created through the API)."""
+        return self._accounts[name]
+
+    async def add_account(self, config: AccountConfig, broker: Broker) -> None:
+        """Serve a new account from now on (created through the API)."""
+        self._accounts[config.name] = config
+        self._brokers[config.name] = broker
+        await self.prepare(config.name)
 
     def instrument(self, account: str, ticker: str) -> Instrument | None:
         return self._brokers[account].instrument(ticker)

@@ -21,7 +21,7 @@ from app.errors import BrokerUnavailable, InsufficientFunds, PositionNotFound, U
 from app.execution import Execution, LegBusy
 from app.protocol import ParsedEvent
 from app.rules import AccountTerms, Direction, StrategyRules, check_session, plan_open
-from app.settings import Settings
+from app.settings import AccountConfig, Settings
 
 POLL_SECONDS = 0.01
 
@@ -56,7 +56,7 @@ class Legs:
     async def open(self, run: Run, strategy: directory.Strategy) -> None:
         signal = run.parsed.signal
         assert signal is not None
-        account = self._settings.account(run.integration.account_name)
+        account = self._execution.account(run.integration.account_name)
         attempt = await self._execution.resume(
             account.name, run.event_id, "open", resuming=run.resuming
         )
@@ -78,7 +78,7 @@ class Legs:
             strategy.max_order_quantity or configured.max_order_quantity,
             strategy.allocation_percent or configured.allocation_percent,
         )
-        terms = _terms(self._settings, run.integration.account_name)
+        terms = _terms(account)
         direction: Direction = "long" if signal.direction == "BUY" else "short"
         now = self._clock()
         checks_started = time.perf_counter()
@@ -112,7 +112,7 @@ class Legs:
 
     async def close(self, run: Run, strategy: directory.Strategy, *, required: bool) -> bool:
         """Close the strategy's position; False when there is none and none is required."""
-        account = self._settings.account(run.integration.account_name)
+        account = self._execution.account(run.integration.account_name)
         attempt = await self._execution.resume(
             account.name, run.event_id, "close", resuming=run.resuming
         )
@@ -209,8 +209,7 @@ def _assets(symbol: str, currency: str) -> tuple[str, str]:
     return base, (quote.split(":")[0] or currency)
 
 
-def _terms(settings: Settings, account_name: str) -> AccountTerms:
-    account = settings.account(account_name)
+def _terms(account: AccountConfig) -> AccountTerms:
     return AccountTerms(
         allow_short=account.allow_short,
         short_margin=account.short_margin,

@@ -462,7 +462,15 @@ def _writes() -> Schema:
             )
         },
         "/api/accounts": {
-            "get": _operation("listAccounts", "Accounts with their cash.", {200: accounts})
+            "get": _operation("listAccounts", "Accounts with their cash.", {200: accounts}),
+            "post": _operation(
+                "createAccount",
+                "A sandbox paper account for a user, served at once; answers every account.",
+                {201: accounts},
+                (400, 404, 409),
+                scope=write,
+                body=_ref("NewAccount"),
+            ),
         },
         "/api/accounts/{name}/verify": {
             "post": _operation(
@@ -500,7 +508,8 @@ def _writes() -> Schema:
             "get": _operation("listUsers", "Every user.", {200: users}),
             "post": _operation(
                 "createUser",
-                "Add a user (an existing email is kept); answers every user.",
+                "Add a user (an existing email is kept) with a sandbox paper account,"
+                " sandbox-<user id>; answers every user.",
                 {200: users},
                 (400,),
                 scope=write,
@@ -630,6 +639,19 @@ def _request_schemas() -> Schema:
             optional=("quantity_multiplier", "max_order_quantity", "allocation_percent"),
         ),
         "Money": _object({"amount": amount}),
+        "NewAccount": _object(
+            {
+                "name": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 100,
+                    "pattern": r"^[A-Za-z0-9._-]+$",
+                },
+                "user": {"type": "string"},
+                "currency": {"type": "string", "pattern": r"^[A-Z]{3,10}$", "default": "USD"},
+            },
+            optional=("currency",),
+        ),
         "NewUser": _object(
             {
                 "email": {

@@ -17,7 +17,8 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 from app.broker import Fill, OrderReport, OrderRequest
 from app.errors import OrderRejected
-from app.instruments import Instrument
+from app.instruments import Instrument, instruments_by_ticker
+from app.settings import AccountConfig, Settings
 
 QuoteSource = Callable[[str], Awaitable[Decimal]]
 
@@ -52,6 +53,26 @@ class PaperBroker:
         self._prices[symbol] = price
 
     is_live = False
+
+    @classmethod
+    def for_account(
+        cls,
+        settings: Settings,
+        account: AccountConfig,
+        *,
+        clock: Callable[[], datetime],
+        quotes: QuoteSource | None = None,
+    ) -> PaperBroker:
+        """The paper broker of one account: the configured instruments, its terms."""
+        return cls(
+            instruments_by_ticker(settings.instruments),
+            currency=account.currency,
+            cash=account.initial_deposit,
+            fee_bps=account.fee_bps,
+            slippage_bps=account.slippage_bps,
+            clock=clock,
+            quotes=quotes,
+        )
 
     async def start(self) -> None:
         return None

@@ -48,7 +48,7 @@ from app.protocol import (
     header_dedupe_key,
     parse_envelope,
 )
-from app.settings import Settings
+from app.settings import AccountConfig, Settings
 
 log = logging.getLogger(__name__)
 IDEMPOTENCY_HEADERS = ("idempotency-key", "webhook-id")
@@ -81,7 +81,8 @@ class Receiver:
         *,
         settings: Settings,
         database: Database,
-        brokers: Mapping[str, Broker],
+        accounts: Mapping[str, AccountConfig],
+        brokers: dict[str, Broker],
         clock: Callable[[], datetime],
         metrics: Metrics,
     ) -> None:
@@ -91,6 +92,7 @@ class Receiver:
         self._metrics = metrics
         self._execution = Execution(
             database=database,
+            accounts=accounts,
             brokers=brokers,
             clock=clock,
             timeout=settings.broker_timeout_seconds,
@@ -103,6 +105,9 @@ class Receiver:
     async def reconcile(self) -> None:
         """Settle what a crash left open; run before the first delivery is served."""
         await self._execution.reconcile()
+
+    async def add_account(self, config: AccountConfig, broker: Broker) -> None:
+        await self._execution.add_account(config, broker)
 
     def readiness(self) -> dict[str, bool]:
         """Each account: ready to serve signals (reconciled with its broker)?"""

@@ -269,24 +269,26 @@ def check_invariants(service: Service, *, account: str = "demo-paper") -> None:
     assert open_per_strategy == []
     assert service.rows("SELECT id FROM events WHERE answer_status IS NULL") == []
     book = service.api(f"/api/accounts/{account}/book")
-    assert Decimal(book["balance"]) == journal_balance(service)
-    assert {t: Decimal(q) for t, q in book["holding"].items()} == journal_holding(service)
-
-
-def journal_balance(service: Service) -> Decimal:
-    return sum(
-        (
-            Decimal(row["amount"])
-            for row in service.rows("SELECT amount FROM postings WHERE ledger_account = 'cash'")
-        ),
-        Decimal(0),
+    [row] = service.rows("SELECT id FROM accounts WHERE name = ?", account)
+    assert Decimal(book["balance"]) == journal_balance(service, row["id"])
+    assert {t: Decimal(q) for t, q in book["holding"].items()} == journal_holding(
+        service, row["id"]
     )
 
 
-def journal_holding(service: Service) -> dict[str, Decimal]:
+def journal_balance(service: Service, account_id: int) -> Decimal:
+    rows = service.rows(
+        "SELECT amount FROM postings WHERE ledger_account = 'cash' AND account_id = ?", account_id
+    )
+    return sum((Decimal(row["amount"]) for row in rows), Decimal(0))
+
+
+def journal_holding(service: Service, account_id: int) -> dict[str, Decimal]:
     holding: dict[str, Decimal] = {}
     for row in service.rows(
         "SELECT ticker, quantity FROM postings WHERE ledger_account = 'positions'"
+        " AND account_id = ?",
+        account_id,
     ):
         holding[row["ticker"]] = holding.get(row["ticker"], Decimal(0)) + Decimal(row["quantity"])
     return {ticker: quantity for ticker, quantity in holding.items() if quantity}

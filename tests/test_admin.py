@@ -37,8 +37,8 @@ def test_users_and_accounts(service: Service) -> None:
     created = post(service, "/api/users", {"email": "ada@example.com"})
     assert [u["email"] for u in created.json()["users"]] == ["demo@example.com", "ada@example.com"]
     assert post(service, "/api/users", {"email": "not an email"}).status_code == 400
-    [account] = service.api("/api/accounts")["accounts"]
-    assert (account["name"], account["cash"]) == ("demo-paper", "100000")
+    accounts = {a["name"]: a["cash"] for a in service.api("/api/accounts")["accounts"]}
+    assert accounts == {"demo-paper": "100000", "sandbox-2": "0"}  # ada's sandbox
 
 
 def test_deposits_and_withdrawals_post_to_the_ledger_once(service: Service) -> None:
@@ -176,6 +176,8 @@ def test_operator_commands_print_tables_and_json(
     assert STRATEGY["id"] in capsys.readouterr().out
     assert run_cli(service, "strategies", "close", "1") == 0
     assert json.loads(capsys.readouterr().out)["status"] == 200
+    assert run_cli(service, "accounts", "create", "paper-9", "--user", "demo@example.com") == 0
+    assert "paper-9" in capsys.readouterr().out
     assert run_cli(service, "deposit", "demo-paper", "10.5") == 0
     assert json.loads(capsys.readouterr().out)["recorded"] is True
     assert run_cli(service, "events", "list", "--type", "OPERATOR_CLOSE") == 0
@@ -208,3 +210,50 @@ def test_a_production_account_trades_only_once_verified(start_service: ServiceFa
     restarted = start_service(accounts=[production], clock=service.clock)
     [account] = restarted.api("/api/accounts")["accounts"]
     assert account["is_verified"] is True  # the operator's verification outlives the config's
+
+
+def test_a_new_user_gets_a_sandbox_account_that_trades_at_once(
+    start_service: ServiceFactory,
+) -> None:
+    service = start_service()
+    created = post(service, "/api/users", {"email": "ada@example.com"}).json()["users"]
+    ada = next(user for user in created if user["email"] == "ada@example.com")
+    sandbox = f"sandbox-{ada['id']}"
+    accounts = {a["name"]: a for a in service.api("/api/accounts")["accounts"]}
+    assert (accounts[sandbox]["is_sandbox"], accounts[sandbox]["cash"]) == (True, "0")
+    post(service, f"/api/accounts/{sandbox}/deposits", {"amount": 5000})
+    token = post(
+        service, "/api/integrations", {"name": "ada", "user": "ada@example.com", "account": sandbox}
+    ).json()["token"]
+    service.send("INTEGRATION_APPROVED", token=token)
+    own = {"id": "ada-btc", "name": "Ada BTC"}
+    opened = service.send(
+        "SIGNAL_OPEN", signal(ticker="BTCUSDT", quantity=Decimal("0.05"), strategy=own), token=token
+    )
+    assert opened.status_code == 200, opened.text
+    assert Decimal(service.api(f"/api/accounts/{sandbox}/book")["balance"]) == Decimal(5000) - 3250
+    check_invariants(service, account=sandbox)
+    # after a restart the account is still served
+    restarted = start_service(clock=service.clock)
+    closed = restarted.send(
+        "SIGNAL_CLOSE",
+        signal(ticker="BTCUSDT", strategy=own),
+        token=token,
+        timestamp=service.clock.milliseconds() + 99,
+    )
+    assert closed.status_code == 200, closed.text
+
+
+def test_accounts_can_be_created_for_a_user(service: Service) -> None:
+    created = post(service, "/api/accounts", {"name": "paper-2", "user": "demo@example.com"})
+    assert created.status_code == 201
+    assert "paper-2" in {a["name"] for a in created.json()["accounts"]}
+    assert (
+        post(service, "/api/accounts", {"name": "paper-2", "user": "demo@example.com"}).status_code
+        == 409
+    )
+    assert (
+        post(service, "/api/accounts", {"name": "x", "user": "nobody@example.com"}).status_code
+        == 404
+    )
+    assert service.client.get("/readyz").json()["accounts"]["paper-2"] == "ready"
