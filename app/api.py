@@ -182,6 +182,7 @@ async def _list(
             fetch_after=fetch,
             latest=latest,
             time_field=time_field,
+            heartbeat=request.state.services.settings.stream_heartbeat_seconds,
         )
     async with database.read() as connection:
         return JSON({kind or table: await fetch(connection, None, None)})

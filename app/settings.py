@@ -180,6 +180,7 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: float = Field(default=10.0, gt=0)
     reconcile_max_lookups: int = Field(default=5, gt=0)
     markets_refresh_seconds: float = Field(default=3600.0, gt=0)
+    stream_heartbeat_seconds: float = Field(default=15.0, gt=0)
     close_position_on_disable: bool = False
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"

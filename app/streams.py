@@ -4,7 +4,8 @@ A list endpoint asked with ``Accept: text/event-stream`` streams its new items a
 committed: ``id`` is the row id, ``event`` the kind, ``data`` the item as JSON. A client that
 reconnects with ``Last-Event-ID`` (or ``?last_event_id=``) gets every item after that id,
 in order, without gaps or duplicates; without it the stream starts with what is new from
-now. A comment line every ``HEARTBEAT_SECONDS`` keeps proxies from closing an idle stream.
+now. A comment line every ``heartbeat`` seconds (the ``stream_heartbeat_seconds`` setting)
+keeps proxies from closing an idle stream.
 
 Rows are read in id order. On SQLite writers are serialized, so ids commit in order and
 resume is exact. On PostgreSQL, concurrent transactions can commit ids out of order; a row
@@ -30,7 +31,6 @@ from app.errors import MalformedBody
 from app.responses import to_json
 
 POLL_SECONDS = 0.2
-HEARTBEAT_SECONDS = 15.0
 SETTLE_SECONDS = 2.0
 BATCH = 100
 
@@ -50,6 +50,7 @@ async def stream(
     fetch_after: Fetch,
     latest: Latest,
     time_field: str,
+    heartbeat: float,
 ) -> StreamingResponse:
     """Stream ``kind`` items with an id above the client's last one; ``time_field`` is the
     item's commit-time stamp, used to let PostgreSQL's out-of-order commits settle."""
@@ -72,7 +73,7 @@ async def stream(
             if items:
                 quiet_since = time.monotonic()
                 continue
-            if time.monotonic() - quiet_since > HEARTBEAT_SECONDS:
+            if time.monotonic() - quiet_since > heartbeat:
                 quiet_since = time.monotonic()
                 yield ": heartbeat\n\n"
             await asyncio.sleep(POLL_SECONDS)

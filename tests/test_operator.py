@@ -160,3 +160,18 @@ def test_orders_positions_and_ledger_stream_new_items(
         items = read_stream(response.iter_lines(), 2 if kind == "ledger" else 1)
     assert {item["event"] for item in items} == {kind}
     assert int(items[-1]["id"]) >= 1
+
+
+def test_an_idle_stream_sends_heartbeats(start_service: ServiceFactory) -> None:
+    service = start_service(stream_heartbeat_seconds=0.3)
+    headers = {"x-api-key": OPERATOR_KEY, "accept": "text/event-stream"}
+    heartbeats = 0
+    with (
+        httpx.Client(base_url=service.url, headers=headers, timeout=10) as client,
+        client.stream("GET", "/api/events") as response,
+    ):
+        for line in response.iter_lines():
+            heartbeats += line == ": heartbeat"
+            if heartbeats == 2:
+                break
+    assert heartbeats == 2
