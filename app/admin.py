@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app import directory, journal, queries, schema
+from app import directory, journal, queries, schema, strategies
 from app.api import require_key, whole
 from app.database import insert_or_ignore
 from app.errors import Conflict, InsufficientCash, MalformedBody, NotFound
@@ -56,7 +56,7 @@ class SizingRules(BaseModel):
     allocation_percent: Decimal | None = Field(default=None, gt=0, le=100, **EXACT)
 
 
-async def strategies(request: Request) -> Response:
+async def list_strategies(request: Request) -> Response:
     async with request.state.services.database.read() as connection:
         return JSON({"strategies": await queries.strategies(connection)})
 
@@ -81,10 +81,10 @@ async def resume(request: Request) -> Response:
 async def _update_strategy(request: Request, strategy_id: int, changes: dict[str, Any]) -> Response:
     services = request.state.services
     async with services.database.write() as connection:
-        if await directory.strategy_by_id(connection, strategy_id) is None:
+        if await strategies.strategy_by_id(connection, strategy_id) is None:
             raise NotFound(f"no strategy {strategy_id}")
         if changes:
-            await directory.update_strategy(
+            await strategies.update_strategy(
                 connection, strategy_id, now=services.clock(), **changes
             )
     async with services.database.read() as connection:
@@ -364,7 +364,7 @@ async def register(request: Request) -> Response:
 
 
 routes = [
-    Route("/api/strategies", require_key(strategies)),
+    Route("/api/strategies", require_key(list_strategies)),
     Route("/api/strategies/{id}", require_key(edit_strategy, scope="write"), methods=["PATCH"]),
     Route("/api/strategies/{id}/pause", require_key(pause, scope="write"), methods=["POST"]),
     Route("/api/strategies/{id}/resume", require_key(resume, scope="write"), methods=["POST"]),

@@ -7,7 +7,6 @@ the integration a request's token belongs to.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 import secrets
@@ -20,7 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import journal, schema
-from app.database import insert_id, insert_or_ignore
+from app.database import insert_id
 from app.errors import Conflict, NotFound
 from app.settings import AccountConfig, Settings
 
@@ -37,19 +36,6 @@ class Integration:
     account_is_sandbox: bool
     account_is_verified: bool
     token_header: str = "x-signalbridge-token"  # noqa: S105 (a header name)
-
-
-@dataclass(frozen=True, slots=True)
-class Strategy:
-    id: int
-    external_id: str
-    name: str
-    enabled: bool
-    paused: bool = False
-    integration_id: int = 0
-    quantity_multiplier: Decimal | None = None
-    max_order_quantity: Decimal | None = None
-    allocation_percent: Decimal | None = None
 
 
 def token_digest(token: str) -> str:
@@ -120,80 +106,6 @@ async def set_integration_status(
         update(schema.integrations)
         .where(schema.integrations.c.id == integration_id)
         .values(status=status, updated_at=now)
-    )
-
-
-async def ensure_strategy(
-    connection: AsyncConnection,
-    integration_id: int,
-    *,
-    external_id: str,
-    name: str,
-    enabled: bool | None,
-    now: datetime,
-) -> Strategy:
-    """The strategy, created (enabled) when first seen; ``enabled`` sets its flag."""
-    table = schema.strategies
-    query = select(*_STRATEGY_COLUMNS).where(
-        table.c.integration_id == integration_id, table.c.external_id == external_id
-    )
-    row = (await connection.execute(query)).one_or_none()
-    if row is None:
-        await insert_or_ignore(
-            connection,
-            table,
-            {
-                "integration_id": integration_id,
-                "external_id": external_id,
-                "name": name,
-                "enabled": True if enabled is None else enabled,
-                "updated_at": now,
-            },
-            unique=["integration_id", "external_id"],
-        )
-        row = (await connection.execute(query)).one()
-    strategy = Strategy(*row)
-    wanted = strategy.enabled if enabled is None else enabled
-    wanted_name = name or strategy.name
-    if wanted != strategy.enabled or wanted_name != strategy.name:
-        await connection.execute(
-            update(table)
-            .where(table.c.id == strategy.id)
-            .values(enabled=wanted, name=wanted_name, updated_at=now)
-        )
-    return dataclasses.replace(strategy, enabled=wanted, name=wanted_name)
-
-
-_STRATEGY_COLUMNS = (
-    schema.strategies.c.id,
-    schema.strategies.c.external_id,
-    schema.strategies.c.name,
-    schema.strategies.c.enabled,
-    schema.strategies.c.paused,
-    schema.strategies.c.integration_id,
-    schema.strategies.c.quantity_multiplier,
-    schema.strategies.c.max_order_quantity,
-    schema.strategies.c.allocation_percent,
-)
-
-
-async def strategy_by_id(connection: AsyncConnection, strategy_id: int) -> Strategy | None:
-    row = (
-        await connection.execute(
-            select(*_STRATEGY_COLUMNS).where(schema.strategies.c.id == strategy_id)
-        )
-    ).one_or_none()
-    return None if row is None else Strategy(*row)
-
-
-async def update_strategy(
-    connection: AsyncConnection, strategy_id: int, *, now: datetime, **values: object
-) -> None:
-    """Set the operator's fields: ``paused`` and the sizing rules (None: the config's)."""
-    await connection.execute(
-        update(schema.strategies)
-        .where(schema.strategies.c.id == strategy_id)
-        .values(updated_at=now, **values)
     )
 
 

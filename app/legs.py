@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from app import directory, trading
+from app import directory, strategies, trading
 from app.database import Database
 from app.errors import BrokerUnavailable, InsufficientFunds, PositionNotFound, UnsupportedInstrument
 from app.execution import Execution, LegBusy
@@ -53,7 +53,7 @@ class Legs:
         self._execution = execution
         self._clock = clock
 
-    async def open(self, run: Run, strategy: directory.Strategy) -> None:
+    async def open(self, run: Run, strategy: strategies.Strategy) -> None:
         signal = run.parsed.signal
         assert signal is not None
         account = self._execution.account(run.integration.account_name)
@@ -110,7 +110,7 @@ class Legs:
         run.timings["checks_ms"] = (time.perf_counter() - checks_started) * 1000
         await self._execution.execute(account.name, intent, timings=run.timings)
 
-    async def close(self, run: Run, strategy: directory.Strategy, *, required: bool) -> bool:
+    async def close(self, run: Run, strategy: strategies.Strategy, *, required: bool) -> bool:
         """Close the strategy's position; False when there is none and none is required."""
         account = self._execution.account(run.integration.account_name)
         attempt = await self._execution.resume(
@@ -154,7 +154,7 @@ class Legs:
     async def _reserve_close(
         self,
         run: Run,
-        strategy: directory.Strategy,
+        strategy: strategies.Strategy,
         *,
         attempt: int,
         account: str,

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
-from app import directory, inbox, trading
+from app import directory, inbox, strategies, trading
 from app.broker import Broker
 from app.database import Database
 from app.errors import (
@@ -327,12 +327,12 @@ class Receiver:
         ``idempotency_key`` gets the stored answer."""
         now = self._clock()
         async with self._database.write() as connection:
-            strategy = await directory.strategy_by_id(connection, strategy_id)
+            strategy = await strategies.strategy_by_id(connection, strategy_id)
             if strategy is None:
                 raise NotFound(f"no strategy {strategy_id}")
             integration = await directory.integration_by_id(connection, strategy.integration_id)
             if retire:
-                await directory.update_strategy(connection, strategy.id, paused=True, now=now)
+                await strategies.update_strategy(connection, strategy.id, paused=True, now=now)
         action = "retire" if retire else "close"
         body = _json({"action": action, "strategy": strategy.id, "by": "operator"})
         parsed = ParsedEvent(
@@ -354,7 +354,7 @@ class Receiver:
     async def _operator_close(self, run: Run) -> None:
         data = run.parsed.event.data
         async with self._database.read() as connection:
-            strategy = await directory.strategy_by_id(connection, int(data["strategy"]))
+            strategy = await strategies.strategy_by_id(connection, int(data["strategy"]))
         assert strategy is not None
         self._execution.ensure_ready(run.integration.account_name)
         closed = await self._legs.close(run, strategy, required=bool(data["required"]))
@@ -371,7 +371,7 @@ class Receiver:
         assert run.parsed.strategy is not None
         enabled = run.parsed.event.type == "STRATEGY_ENABLED"
         async with self._database.write() as connection:
-            strategy = await directory.ensure_strategy(
+            strategy = await strategies.ensure_strategy(
                 connection,
                 run.integration.id,
                 external_id=run.parsed.strategy.id,
@@ -400,7 +400,7 @@ class Receiver:
                 f"{self._settings.max_signal_age_seconds:.0f} s is accepted"
             )
         async with self._database.write() as connection:
-            strategy = await directory.ensure_strategy(
+            strategy = await strategies.ensure_strategy(
                 connection,
                 run.integration.id,
                 external_id=signal.strategy.id,
