@@ -17,7 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TypeVar
 
-from app import inbox, journal, trading
+from app import inbox, journal, queries, trading
 from app.broker import Broker, OrderReport, OrderRequest
 from app.database import Database
 from app.errors import BrokerUnavailable, OrderRejected, ProtocolError, SignalbridgeError
@@ -150,7 +150,7 @@ class Execution:
         try:
             await broker.start()
             async with self._database.read() as connection:
-                account_id = await trading.account_id(connection, account)
+                account_id = await queries.account_id(connection, account)
                 intents = await trading.pending_intents(connection, account_id=account_id)
             for intent in intents:
                 await self.settle(intent, account=account)

@@ -110,15 +110,6 @@ async def funds(
     )
 
 
-async def account_id(connection: AsyncConnection, name: str) -> int:
-    found = await connection.scalar(
-        select(schema.accounts.c.id).where(schema.accounts.c.name == name)
-    )
-    if found is None:
-        raise LookupError(f"no account named {name!r}")
-    return int(found)
-
-
 async def account_currency(connection: AsyncConnection, account_id: int) -> str:
     return str(
         await connection.scalar(
