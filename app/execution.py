@@ -21,6 +21,7 @@ from app import inbox, journal, queries, trading
 from app.broker import Broker, OrderReport, OrderRequest
 from app.database import Database
 from app.errors import BrokerUnavailable, OrderRejected, ProtocolError, SignalbridgeError
+from app.faults import CrashStep, crash_point
 from app.instruments import Instrument
 from app.metrics import Metrics
 from app.settings import AccountConfig
@@ -44,7 +45,9 @@ class Execution:
         clock: Callable[[], datetime],
         timeout: float,
         metrics: Metrics,
+        crash_at: CrashStep | None = None,
     ) -> None:
+        self._crash_at = crash_at
         self._metrics = metrics
         self._database = database
         self._accounts = dict(accounts)
@@ -78,8 +81,10 @@ class Execution:
         started = asyncio.get_running_loop().time()
         error: Exception | None = None
         request = OrderRequest(intent.client_order_id, intent.symbol, intent.side, intent.quantity)
+        crash_point("intent", self._crash_at)
         try:
             report = await self._bounded(broker.submit(request), what="submit")
+            crash_point("accepted", self._crash_at)
         except (OrderRejected, ProtocolError) as exc:  # refused: final, nothing was placed
             self._metrics.broker_errors.labels(account=account, kind="refused").inc()
             report, error = _rejected(intent, exc.message), exc

@@ -36,6 +36,7 @@ from app.errors import (
     UnsupportedVersion,
 )
 from app.execution import Execution
+from app.faults import crash_point
 from app.legs import Legs, Run
 from app.metrics import Metrics
 from app.protocol import (
@@ -97,6 +98,7 @@ class Receiver:
             clock=clock,
             timeout=settings.broker_timeout_seconds,
             metrics=metrics,
+            crash_at=settings.crash_at,
         )
         self._legs = Legs(
             settings=settings, database=database, execution=self._execution, clock=clock
@@ -237,6 +239,7 @@ class Receiver:
             event_id = await inbox.store(connection, delivery, details, dedupe_key=key)
         if event_id is None:
             return await self._repeat(delivery, details, key, parsed, integration)
+        crash_point("stored", self._settings.crash_at)
         run = Run(event_id, key, parsed, integration, resuming=False)
         run.timings["receive_ms"] = (time.perf_counter() - started) * 1000
         return await self._run(run)
@@ -299,6 +302,7 @@ class Receiver:
             state, answer = "retryable", answer_for(exc)
         except SignalbridgeError as exc:
             state, answer = "failed", answer_for(exc)
+        crash_point("recorded", self._settings.crash_at)
         async with self._database.write() as connection:
             await inbox.finish(
                 connection,

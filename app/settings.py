@@ -22,6 +22,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from app.faults import CrashStep
+
 DEFAULT_CONFIG_PATH = Path("config/signalbridge.toml")
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/signalbridge.db"
 
@@ -182,6 +184,9 @@ class Settings(BaseSettings):
     markets_refresh_seconds: float = Field(default=3600.0, gt=0)
     stream_heartbeat_seconds: float = Field(default=15.0, gt=0)
     close_position_on_disable: bool = False
+    crash_at: CrashStep | None = Field(
+        default=None, description="fault-injection tests only: SIGKILL at this write-path step"
+    )
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
     api_key: SecretStr | None = Field(
