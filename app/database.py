@@ -2,10 +2,12 @@
 
 SQLite is the embedded default: WAL, ``synchronous=FULL`` (a commit is on disk before the
 answer), a busy timeout, foreign keys on, and every write transaction opened with
-``BEGIN IMMEDIATE`` (SQLAlchemy's documented aiosqlite recipe: the driver's own BEGIN is
-turned off and ours is emitted on the ``begin`` event). Read-only work passes
+``BEGIN IMMEDIATE`` (SQLAlchemy's documented recipe: the driver's own BEGIN is turned off
+and ours is emitted on the ``begin`` event). Read-only work passes
 ``execution_options(readonly=True)`` and gets a plain deferred ``BEGIN``, so readers never
-wait for the write lock.
+wait for the write lock. Statements run on the event loop's thread through a small
+aiosqlite-shaped shim (:class:`_InlineConnection`), and writes share commits (group
+commit, :class:`Database`).
 
 PostgreSQL (asyncpg) runs the same schema; there correctness comes from constraints and
 row locks.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -25,7 +28,12 @@ from sqlalchemy import DateTime, Dialect, Insert, String, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import NUMERIC
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncTransaction,
+    create_async_engine,
+)
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
@@ -85,56 +93,234 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """Build the engine for ``url``; for a SQLite file, create its folder first."""
+def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    """Build the engine for ``url``; for a SQLite file, create its folder first.
+
+    Both databases get a fixed pool of ``pool_size`` connections (no overflow: an
+    overflow pool opens and closes connections under load); a request waits for a free
+    one. On SQLite one of them is the writer, held for the process's life.
+    """
     if not is_sqlite(url):
-        return create_async_engine(url, pool_pre_ping=True)
-    database = make_url(url).database
-    if database and database != ":memory:":
+        return create_async_engine(
+            url, pool_pre_ping=True, pool_size=pool_size, max_overflow=0, pool_timeout=30
+        )
+    database = make_url(url).database or ":memory:"
+    if database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+
+    async def connect() -> _InlineConnection:
+        connection = await asyncio.to_thread(_open_sqlite, database)
+        return _InlineConnection(connection)
+
+    # A fixed pool: an overflow pool would open and close connections under load.
+    engine = create_async_engine(
+        url, async_creator=connect, pool_size=pool_size, max_overflow=0, pool_timeout=30
+    )
     _use_sqlite_recipe(engine)
     return engine
 
 
-def _use_sqlite_recipe(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Turn off the driver's implicit BEGIN; ours is emitted in _on_begin.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
-        cursor.close()
+def _open_sqlite(database: str) -> sqlite3.Connection:
+    # isolation_level=None: no implicit BEGIN; ours is emitted in _on_begin.
+    connection = sqlite3.connect(
+        database,
+        timeout=SQLITE_BUSY_TIMEOUT_SECONDS,
+        isolation_level=None,
+        check_same_thread=False,  # COMMIT and BEGIN IMMEDIATE run in a worker thread
+    )
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute("PRAGMA foreign_keys=ON")
+    return connection
 
+
+def _use_sqlite_recipe(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
         readonly = connection.get_execution_options().get("readonly", False)
         connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
+class _InlineCursor:
+    """aiosqlite's cursor interface over a ``sqlite3`` cursor, run on the caller's thread."""
+
+    def __init__(self, owner: _InlineConnection, cursor: sqlite3.Cursor) -> None:
+        self._owner = owner
+        self._cursor = cursor
+        self.arraysize = cursor.arraysize
+
+    @property
+    def description(self) -> Any:
+        return self._cursor.description
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    @property
+    def lastrowid(self) -> int | None:
+        return self._cursor.lastrowid
+
+    async def __aenter__(self) -> _InlineCursor:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self._cursor.close()
+
+    async def execute(self, sql: str, parameters: Any = ()) -> _InlineCursor:
+        if sql.startswith("BEGIN"):
+            await self._owner.begin(self._cursor, sql)
+        else:
+            self._cursor.execute(sql, parameters)
+        return self
+
+    async def executemany(self, sql: str, parameters: Any) -> _InlineCursor:
+        self._cursor.executemany(sql, parameters)
+        return self
+
+    async def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    async def fetchmany(self, size: int | None = None) -> list[Any]:
+        return self._cursor.fetchmany(size if size is not None else self.arraysize)
+
+    async def fetchall(self) -> list[Any]:
+        return self._cursor.fetchall()
+
+    async def close(self) -> None:
+        self._cursor.close()
+
+
+class _InlineConnection:
+    """aiosqlite's connection interface over a ``sqlite3`` connection, for SQLAlchemy's
+    aiosqlite dialect (``async_creator``).
+
+    Statements run on the event loop's thread: a SQLite statement on a small transaction
+    takes microseconds, while aiosqlite's hop to its own thread and back costs far more,
+    about a dozen times per transaction. Only what waits on the disk or on another
+    process leaves the loop: COMMIT (the fsync) and BEGIN IMMEDIATE (the busy timeout).
+    """
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+        self._changes_at_begin = 0
+
+    @property
+    def isolation_level(self) -> str | None:
+        return self._connection.isolation_level
+
+    def cursor(self) -> _InlineCursor:
+        return _InlineCursor(self, self._connection.cursor())
+
+    async def execute(self, sql: str, parameters: Any = ()) -> _InlineCursor:
+        return await self.cursor().execute(sql, parameters)
+
+    async def begin(self, cursor: sqlite3.Cursor, sql: str) -> None:
+        """BEGIN at once when the database is free; wait for another process's write
+        lock (the busy timeout) in a thread, never on the loop."""
+        self._changes_at_begin = self._connection.total_changes
+        self._connection.execute("PRAGMA busy_timeout=0")
+        try:
+            cursor.execute(sql)
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                raise
+        finally:
+            self._connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
+        await asyncio.to_thread(cursor.execute, sql)
+
+    async def create_function(self, *args: Any, **kwargs: Any) -> None:
+        self._connection.create_function(*args, **kwargs)
+
+    async def commit(self) -> None:
+        if self._connection.total_changes == self._changes_at_begin:
+            self._connection.commit()  # nothing written: nothing to wait for on disk
+        else:
+            await asyncio.to_thread(self._connection.commit)
+
+    async def rollback(self) -> None:
+        self._connection.rollback()
+
+    async def close(self) -> None:
+        self._connection.close()
+
+    def stop(self) -> None:
+        self._connection.close()
+
+
 class Database:
     """The engine plus the two ways in: ``write()`` and ``read()``, each one transaction.
 
-    On SQLite, writers also queue on an in-process lock before ``BEGIN IMMEDIATE``, so they
-    wait in the event loop instead of in SQLite's busy handler; correctness still comes from
-    the database (the lock is not shared across processes).
+    On SQLite every write runs on one connection, in order, with group commit: the first
+    writer opens a transaction (``BEGIN IMMEDIATE``), each ``write()`` is a savepoint in
+    it (a failure rolls back only its own work), and one COMMIT makes everything written
+    meanwhile durable at once. ``write()`` returns only after that COMMIT, so what a caller
+    does next (call a broker, answer) happens after its writes are on disk, exactly as
+    with a transaction of its own. A crash before the COMMIT loses the whole batch, and
+    no caller has acted on any of it. Correctness still comes from the database: the lock
+    here only orders this process's writers.
+
+    On PostgreSQL each ``write()`` is its own transaction on a pooled connection.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
-        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        self._write_lock = asyncio.Lock()
+        self._writer: AsyncConnection | None = None
+        self._batch: AsyncTransaction | None = None
+        self._committed: asyncio.Future[None] | None = None
+        self._committer: asyncio.Task[None] | None = None
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        async with contextlib.AsyncExitStack() as stack:
-            if self._write_lock is not None:
-                await stack.enter_async_context(self._write_lock)
-            connection = await stack.enter_async_context(self.engine.begin())
-            yield connection
+        if not self.is_sqlite:
+            async with self.engine.begin() as connection:
+                yield connection
+            return
+        async with self._write_lock:
+            connection = await self._writer_connection()
+            if self._batch is None:
+                self._batch = await connection.begin()
+                self._committed = asyncio.get_running_loop().create_future()
+                self._committer = asyncio.create_task(self._commit())
+            committed = self._committed
+            assert committed is not None
+            async with connection.begin_nested():
+                yield connection
+        await asyncio.shield(committed)
+
+    async def _commit(self) -> None:
+        """Commit the open batch. Queued on the write lock behind the writers already
+        waiting when the batch began, so they join it; later writers start the next."""
+        async with self._write_lock:
+            batch, committed = self._batch, self._committed
+            self._batch = self._committed = None
+            assert batch is not None
+            assert committed is not None
+            try:
+                await batch.commit()
+            except BaseException as exc:
+                await self._drop_writer()
+                committed.set_exception(exc)
+                committed.exception()  # retrieved: each writer re-raises it
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                committed.set_result(None)
+
+    async def _writer_connection(self) -> AsyncConnection:
+        if self._writer is None:
+            self._writer = await self.engine.connect()
+        return self._writer
+
+    async def _drop_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                await writer.invalidate()
+            await writer.close()
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -144,6 +330,11 @@ class Database:
                 yield connection
 
     async def dispose(self) -> None:
+        if self._committer is not None:
+            await asyncio.gather(self._committer, return_exceptions=True)
+        if self._writer is not None:
+            await self._writer.close()
+            self._writer = None
         await self.engine.dispose()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -117,3 +118,71 @@ def _account(*, cash: object) -> Insert:
 
 def _now() -> datetime:
     return datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.anyio
+async def test_concurrent_writes_share_commits_and_each_is_durable_when_it_returns(
+    database: Database, tmp_path: Path
+) -> None:
+    """Group commit: fifty writers at once, one of them failing. Each successful write is
+    on disk (seen by another connection) the moment ``write()`` returns; the failing one
+    leaves nothing, and its batch-mates are unharmed."""
+    seen_on_return: list[bool] = []
+
+    async def write(n: int) -> None:
+        async with database.write() as connection:
+            await connection.execute(
+                schema.users.insert().values(id=n, email=f"u{n}@b.c", created_at=_now())
+            )
+            if n == 13:
+                raise RuntimeError("this writer fails after its insert")
+        other = sqlite3.connect(tmp_path / "db.sqlite")
+        try:
+            rows = other.execute("SELECT count(*) FROM users WHERE id = ?", (n,)).fetchone()
+        finally:
+            other.close()
+        seen_on_return.append(rows == (1,))
+
+    results = await asyncio.gather(*(write(n) for n in range(1, 51)), return_exceptions=True)
+    assert [type(r) for r in results if r is not None] == [RuntimeError]
+    assert seen_on_return == [True] * 49
+    other = sqlite3.connect(tmp_path / "db.sqlite")
+    try:
+        ids = {row[0] for row in other.execute("SELECT id FROM users")}
+    finally:
+        other.close()
+    assert ids == set(range(1, 51)) - {13}
+
+
+@pytest.mark.anyio
+async def test_a_write_waits_for_another_process_and_the_loop_keeps_running(
+    database: Database, tmp_path: Path
+) -> None:
+    """Another process holds SQLite's write lock: our writer waits for it (in a thread:
+    the inline BEGIN gives up at once and the busy timeout runs there), the event loop
+    keeps running meanwhile, and the write completes once the lock is released."""
+    other = sqlite3.connect(tmp_path / "db.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    async def write() -> None:
+        async with database.write() as connection:
+            await connection.execute(
+                schema.users.insert().values(id=1, email="a@b.c", created_at=_now())
+            )
+
+    writer = asyncio.create_task(write())
+    await tick()
+    assert not writer.done()  # still waiting for the lock
+    assert ticks == 20  # and the loop was never blocked
+    other.execute("COMMIT")
+    other.close()
+    await asyncio.wait_for(writer, 10)
+    async with database.read() as connection:
+        assert await connection.scalar(select(schema.users.c.email)) == "a@b.c"
