@@ -1,0 +1,288 @@
+"""The bench's load generator: a process of its own, so that it never competes with the
+server for the server's event loop.
+
+Run as ``python -m app.bench.load``: it reads a JSON spec on stdin (the server's address,
+the token, the phases) and writes lines on stdout: ``progress PHASE ANSWERED COUNT DONE`` a
+few times a second (DONE: the share of the phase's count or time used, whichever is more),
+then ``phase {...}`` with each phase's figures.
+
+Every phase sends distinct ``SIGNAL_OPEN`` / ``SIGNAL_CLOSE`` pairs, one new strategy per
+pair (``<prefix>-<phase>-<n>``), from ``concurrency`` slots. A slot sends a pair's close only
+once its open is answered, so no strategy's funds or position are left behind. A phase stops
+at ``count`` deliveries or after ``seconds`` (a pair begun is finished), and is cut off
+``GRACE_SECONDS`` later whatever happens.
+
+The client is lean on purpose, because a baseline answers tens of thousands of requests a
+second: one keep-alive connection (:mod:`app.bench.client`) per slot, requests encoded
+before the clock starts, uvloop when installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from app.bench.client import Connection, ProtocolError
+
+GRACE_SECONDS = 30.0
+PROGRESS_SECONDS = 0.1
+SAMPLES = 5
+STRATEGY_NAME = "Bench"
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    port: int
+    path: str
+    token_header: str
+    token: str
+    ticker: str
+    quantity: Decimal
+    strategy_prefix: str
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> Target:
+        return cls(
+            host=spec["host"],
+            port=spec["port"],
+            path=spec["path"],
+            token_header=spec["token_header"],
+            token=spec["token"],
+            ticker=spec["ticker"],
+            quantity=Decimal(spec["quantity"]),
+            strategy_prefix=spec["strategy_prefix"],
+        )
+
+    def pairs(self, phase: str, count: int) -> list[tuple[bytes, bytes]]:
+        """``count`` open/close request pairs, each for a new strategy; timestamps are now
+        or just before, one millisecond apart, so every event's dedupe key is its own."""
+        first = int(time.time() * 1000) - 2 * count
+        template = self._template()
+        requests = []
+        for n in range(count):
+            strategy = f"{self.strategy_prefix}-{phase}-{n}"
+            requests.append(
+                (
+                    self._request(template, "SIGNAL_OPEN", strategy, first + 2 * n),
+                    self._request(template, "SIGNAL_CLOSE", strategy, first + 2 * n + 1),
+                )
+            )
+        return requests
+
+    def _template(self) -> str:
+        envelope = {
+            "v1": {
+                "deprecation": None,
+                "event": {
+                    "timestamp": "@timestamp@",
+                    "type": "@type@",
+                    "integration": {
+                        "name": "bench@example.com",
+                        "description": "signalbridge bench",
+                        "imageUrl": "https://example.com/logo.png",
+                        "webhook": {
+                            "url": f"http://{self.host}:{self.port}{self.path}",
+                            "headers": {self.token_header: self.token},
+                        },
+                    },
+                    "data": {
+                        "direction": "BUY",
+                        "ticker": self.ticker,
+                        "quantity": "@quantity@",
+                        "strategy": {"id": "@strategy@", "name": STRATEGY_NAME},
+                        "proquantPositionId": "@strategy@",
+                    },
+                },
+            }
+        }
+        # Numbers go in as exact text, never through a float.
+        return (
+            json.dumps(envelope, separators=(",", ":"))
+            .replace('"@quantity@"', str(self.quantity))
+            .replace('"@timestamp@"', "@timestamp@")
+        )
+
+    def _request(self, template: str, event_type: str, strategy: str, timestamp: int) -> bytes:
+        body = (
+            template.replace("@type@", event_type)
+            .replace("@strategy@", strategy)
+            .replace("@timestamp@", str(timestamp))
+            .encode()
+        )
+        head = (
+            f"POST {self.path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\n"
+            f"content-type: application/json\r\n{self.token_header}: {self.token}\r\n"
+            f"content-length: {len(body)}\r\n\r\n"
+        )
+        return head.encode() + body
+
+
+@dataclass
+class Phase:
+    """One phase's bounds, and what its slots recorded."""
+
+    name: str
+    concurrency: int
+    count: int
+    seconds: float
+    requests: list[tuple[bytes, bytes]] = field(default_factory=list)
+    next_pair: int = 0
+    issued: int = 0
+    latencies: list[int] = field(default_factory=list)
+    statuses: Counter[int] = field(default_factory=Counter)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def answered(self) -> int:
+        return len(self.latencies)
+
+    def record(self, status: int, body: bytes, nanoseconds: int, *, kind: str, pair: int) -> None:
+        self.latencies.append(nanoseconds)
+        self.statuses[status] += 1
+        if status != 200:
+            self.sample(status, body[:300].decode(errors="replace"), kind=kind, pair=pair)
+
+    def sample(self, status: int | None, text: str, *, kind: str, pair: int) -> None:
+        """Keep the first few failures (status None: no answer) to show what went wrong."""
+        if len(self.samples) < SAMPLES:
+            self.samples.append({"status": status, "type": kind, "pair": pair, "body": text})
+
+    def figures(self, elapsed: float, *, strategy_prefix: str) -> dict[str, Any]:
+        ordered = sorted(self.latencies)
+        return {
+            "name": self.name,
+            "concurrency": self.concurrency,
+            "deliveries": self.answered,
+            "unanswered": self.issued - self.answered,
+            "pairs": min(self.next_pair, len(self.requests)),
+            "strategy_prefix": f"{strategy_prefix}-{self.name}-",
+            "seconds": round(elapsed, 6),
+            "per_second": round(self.answered / elapsed, 2) if elapsed > 0 else 0.0,
+            "latency_ms": {
+                "p50": _percentile(ordered, 50),
+                "p90": _percentile(ordered, 90),
+                "p99": _percentile(ordered, 99),
+                "max": round(ordered[-1] / 1e6, 3) if ordered else None,
+            },
+            "statuses": {str(status): n for status, n in sorted(self.statuses.items())},
+            "samples": self.samples,
+        }
+
+
+def _percentile(ordered: list[int], percent: int) -> float | None:
+    """Nearest rank, in milliseconds."""
+    if not ordered:
+        return None
+    rank = max(1, math.ceil(percent / 100 * len(ordered)))
+    return round(ordered[rank - 1] / 1e6, 3)
+
+
+async def run_phase(target: Target, phase: Phase, report: Callable[[int, float], None]) -> float:
+    """Drive one phase; the seconds from its start to its last answer."""
+    connections = await asyncio.gather(
+        *(Connection.open(target.host, target.port) for _ in range(phase.concurrency))
+    )
+    started = time.perf_counter()
+    deadline = started + phase.seconds
+
+    async def slot(connection: Connection) -> None:
+        while phase.next_pair < len(phase.requests) and time.perf_counter() < deadline:
+            pair = phase.next_pair
+            phase.next_pair += 1
+            for kind, data in zip(
+                ("SIGNAL_OPEN", "SIGNAL_CLOSE"), phase.requests[pair], strict=True
+            ):
+                phase.issued += 1
+                sent = time.perf_counter_ns()
+                try:
+                    if not connection.is_open:
+                        connection = await Connection.open(target.host, target.port)
+                        sent = time.perf_counter_ns()
+                    status, body = await connection.request(data)
+                except (OSError, ProtocolError) as exc:
+                    connection.close()
+                    phase.sample(None, str(exc), kind=kind, pair=pair)
+                    continue  # counted as unanswered
+                phase.record(status, body, time.perf_counter_ns() - sent, kind=kind, pair=pair)
+        connection.close()
+
+    async def progress() -> None:
+        while True:
+            report(phase.answered, (time.perf_counter() - started) / phase.seconds)
+            await asyncio.sleep(PROGRESS_SECONDS)
+
+    reporter = asyncio.create_task(progress())
+    try:
+        async with asyncio.timeout(phase.seconds + GRACE_SECONDS):
+            await asyncio.gather(*(slot(connection) for connection in connections))
+    except TimeoutError:
+        pass  # what is still in flight stays unanswered, and the bench says so
+    finally:
+        reporter.cancel()
+        for connection in connections:
+            connection.close()
+    report(phase.answered, 1.0)
+    return time.perf_counter() - started
+
+
+async def drive(spec: dict[str, Any]) -> None:
+    target = Target.from_spec(spec)
+    for index, bounds in enumerate(spec["phases"]):
+        phase = Phase(
+            name=bounds["name"],
+            concurrency=bounds["concurrency"],
+            count=bounds["count"],
+            seconds=bounds["seconds"],
+        )
+        phase.requests = target.pairs(phase.name, phase.count // 2)
+
+        def report(
+            answered: int, time_used: float, index: int = index, goal: int = phase.count
+        ) -> None:
+            done = max(answered / goal, min(time_used, 1.0))
+            _emit(f"progress {index} {answered} {goal} {done:.3f}")
+
+        elapsed = await run_phase(target, phase, report)
+        figures = phase.figures(elapsed, strategy_prefix=target.strategy_prefix)
+        _emit(f"phase {json.dumps(figures)}")
+
+
+def _emit(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _runner(main: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
+
+
+def event_loop_name() -> str:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
+def main() -> int:
+    _runner(drive(json.load(sys.stdin)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,166 @@
+"""The bench's subprocesses: the server under test and the load generator that drives it.
+
+A server is spawned with ``sys.executable``, so its pid is the server's own and
+``/proc/<pid>/status`` reads its memory. Its output goes to a log file, shown in part when
+it fails.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from app.bench import BenchError
+
+READY_TIMEOUT_SECONDS = 60.0
+READY_POLL_SECONDS = 0.005
+STOP_TIMEOUT_SECONDS = 15.0
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception)\b")
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (the server binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class ServerProcess:
+    """A server in a subprocess, listening on 127.0.0.1:``port``, until :meth:`stop`."""
+
+    def __init__(
+        self, command: Sequence[str], *, port: int, log: Path, env: Mapping[str, str]
+    ) -> None:
+        self.port = port
+        self.log = log
+        with log.open("wb") as output:
+            self.started = time.perf_counter()
+            self._process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
+                command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, **env}
+            )
+
+    def wait_ready(self) -> float:
+        """Seconds from the spawn to the first ``200`` from ``GET /readyz``."""
+        deadline = self.started + READY_TIMEOUT_SECONDS
+        while time.perf_counter() < deadline:
+            if self._process.poll() is not None:
+                raise BenchError(f"the server exited with {self._process.returncode}{self.tail()}")
+            if _status("127.0.0.1", self.port, "/readyz") == 200:
+                return time.perf_counter() - self.started
+            time.sleep(READY_POLL_SECONDS)
+        raise BenchError(f"the server was not ready in {READY_TIMEOUT_SECONDS:.0f} s{self.tail()}")
+
+    def peak_memory_mib(self) -> float | None:
+        """The server's resident-memory high-water mark, read while it still runs; None
+        without ``/proc`` (then see :func:`children_peak_memory_mib`)."""
+        try:
+            status = Path(f"/proc/{self._process.pid}/status").read_text()
+        except OSError:
+            return None
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return None
+
+    def stop(self) -> None:
+        """Stop the server gracefully (SIGTERM), or kill it if it hangs."""
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+    def output(self, lines: int = 8) -> str:
+        """The server's last log lines (at the bench's level: warnings and errors), a JSON
+        line shortened to its level and the last line of its message or traceback."""
+        shown = []
+        for line in self.log.read_text(errors="replace").splitlines()[-lines:]:
+            try:
+                record = json.loads(line)
+                text = _gist(str(record.get("error") or record["message"]))
+                line = f"{record['level']} {record.get('logger', '')}: {text}"
+            except (ValueError, KeyError, IndexError, AttributeError):
+                pass
+            shown.append(line[:500])
+        return "\n".join(shown)
+
+    def tail(self) -> str:
+        text = self.output()
+        return f"; its last output:\n{text}" if text else ""
+
+
+def _gist(message: str) -> str:
+    """A traceback's exception line (the last one that names an error), else the last line."""
+    lines = message.strip().splitlines() or [""]
+    errors = [line for line in lines if EXCEPTION_LINE.match(line)]
+    return (errors or lines)[-1]
+
+
+def children_peak_memory_mib() -> float:
+    """The largest resident-memory high-water mark of every child process waited for so far:
+    an upper bound of a stopped server's peak where ``/proc`` is missing."""
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes / KiB
+
+
+def _status(host: str, port: int, path: str) -> int | None:
+    connection = http.client.HTTPConnection(host, port, timeout=2)
+    try:
+        connection.request("GET", path)
+        return connection.getresponse().status
+    except OSError:
+        return None
+    finally:
+        connection.close()
+
+
+Progress = Callable[[int, int, int, float], None]
+
+
+def drive(spec: Mapping[str, Any], progress: Progress) -> list[Any]:
+    """Run the load generator on ``spec``; each phase's figures, in order.
+
+    ``progress(phase index, answered, count, share done)`` is called as the generator reports.
+    """
+    phases = []
+    with (
+        tempfile.TemporaryFile() as errors,
+        subprocess.Popen(
+            [sys.executable, "-m", "app.bench.load"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        ) as process,
+    ):
+        assert process.stdin is not None
+        assert process.stdout is not None
+        process.stdin.write(json.dumps(spec))
+        process.stdin.close()
+        for line in process.stdout:
+            kind, _, rest = line.rstrip("\n").partition(" ")
+            if kind == "progress":
+                index, answered, count, done = rest.split()
+                progress(int(index), int(answered), int(count), float(done))
+            elif kind == "phase":
+                phases.append(json.loads(rest))
+        process.wait()
+        errors.seek(0)
+        message = errors.read()[-2000:].decode(errors="replace")
+    if process.returncode != 0 or len(phases) != len(spec["phases"]):
+        raise BenchError(f"the load generator failed ({process.returncode}): {message}")
+    return phases

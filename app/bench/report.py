@@ -1,0 +1,125 @@
+"""What ``signalbridge bench`` prints: a table for people, or one JSON object (``--json``);
+and the progress bar it draws on stderr meanwhile (only when stderr is a terminal)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+BAR_WIDTH = 30
+COLUMNS = (
+    ("server", "<"),
+    ("concurrency", ">"),
+    ("deliveries", ">"),
+    ("seconds", ">"),
+    ("per second", ">"),
+    ("% of baseline", ">"),
+    ("p50 ms", ">"),
+    ("p90 ms", ">"),
+    ("p99 ms", ">"),
+    ("max ms", ">"),
+)
+
+
+class Progress:
+    """One line on ``stream``, redrawn in place: the phase, a bar (its count or its time,
+    whichever runs out first), the deliveries answered of the phase's count."""
+
+    def __init__(self, stream: TextIO | None = None, *, enabled: bool | None = None) -> None:
+        self._stream = stream or sys.stderr
+        self._enabled = self._stream.isatty() if enabled is None else enabled
+        self._shown = False
+
+    def update(self, label: str, answered: int, count: int, done: float) -> None:
+        if not self._enabled:
+            return
+        filled = min(BAR_WIDTH, int(BAR_WIDTH * done))
+        bar = "#" * filled + "." * (BAR_WIDTH - filled)
+        self._stream.write(f"\r{label:<28} [{bar}] {answered}/{count}\x1b[K")
+        self._stream.flush()
+        self._shown = True
+
+    def clear(self) -> None:
+        if self._shown:
+            self._stream.write("\r\x1b[K")
+            self._stream.flush()
+            self._shown = False
+
+
+def as_json(results: Mapping[str, Any]) -> str:
+    return json.dumps(results, indent=2)
+
+
+def as_text(results: Mapping[str, Any]) -> str:
+    machine, bench = results["machine"], results["bench"]
+    servers = [("signalbridge", results["service"])]
+    if results["baseline"] is not None:
+        servers.append(("bare Starlette", results["baseline"]))
+    warmup = results["service"]["warmup"]
+    load_average = " ".join(str(f) for f in machine["load_average_at_start"] or []) or "unknown"
+    lines = [
+        f"signalbridge bench: {machine['database']}, paper broker, {bench['workers']} worker, "
+        f"service log level {bench['log_level']}",
+        f"machine: {machine['cores']} cores, Python {machine['python']}, {machine['platform']}, "
+        f"load average at start {load_average}",
+        f"load: a separate process on {machine['load_event_loop']}, one keep-alive connection "
+        "per concurrent slot; distinct SIGNAL_OPEN/SIGNAL_CLOSE pairs, one strategy each",
+        f"each phase: at most {bench['count']} deliveries or {bench['seconds']:g} s; "
+        f"warm-up first: {warmup['deliveries']} deliveries at concurrency "
+        f"{warmup['concurrency']} (not in the figures)",
+        "",
+        _table(servers),
+        "",
+    ]
+    for label, key, unit in (
+        ("start-up to ready", "startup_seconds", "s"),
+        ("peak memory (RSS high-water mark)", "peak_memory_mib", "MiB"),
+    ):
+        figures = ", ".join(f"{name} {server[key]} {unit}" for name, server in servers)
+        lines.append(f"{label}: {figures}")
+    verification = results["verification"]
+    if results["verified"]:
+        lines.append(
+            f"verified: {verification['deliveries']} deliveries, each answered 200 and stored "
+            "once; one filled order each, no position left open, the ledger balanced"
+        )
+    else:
+        lines.append(f"FAILED verification of {verification['deliveries']} deliveries:")
+        lines += [f"  - {problem}" for problem in verification["problems"]]
+        if results["service"]["log_tail"]:
+            lines += ["the service's last log lines:", results["service"]["log_tail"]]
+    return "\n".join(lines)
+
+
+def _table(servers: list[tuple[str, Mapping[str, Any]]]) -> str:
+    rows = []
+    for name, server in servers:
+        for phase in server["phases"]:
+            latency = phase["latency_ms"]
+            ratio = phase.get("ratio_percent")
+            rows.append(
+                [
+                    name,
+                    str(phase["concurrency"]),
+                    str(phase["deliveries"]),
+                    f"{phase['seconds']:.2f}",
+                    f"{phase['per_second']:.0f}",
+                    "" if ratio is None else f"{ratio:.1f}%",
+                    *(
+                        "-" if latency[p] is None else f"{latency[p]:.2f}"
+                        for p in ("p50", "p90", "p99", "max")
+                    ),
+                ]
+            )
+    headers = [title for title, _align in COLUMNS]
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+    lines = []
+    for row in [headers, *rows]:
+        cells = (
+            cell.ljust(width) if align == "<" else cell.rjust(width)
+            for cell, width, (_title, align) in zip(row, widths, COLUMNS, strict=True)
+        )
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)

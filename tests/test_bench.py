@@ -1,0 +1,115 @@
+"""``signalbridge bench`` end to end: the real command, real servers in subprocesses, the real
+load generator, with small bounds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from app.cli import main
+from tests.conftest import CONFIG, POSTGRES_URL
+
+SMALL = ["--count", "40", "--seconds", "10", "--concurrency", "1,4"]
+
+
+def bench(capsys: pytest.CaptureFixture[str], *arguments: str) -> tuple[int, Any]:
+    code = main(["--config", str(CONFIG), "bench", *arguments, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def assert_measured(server: Any) -> None:
+    assert server["startup_seconds"] > 0
+    assert server["peak_memory_mib"] > 0
+    assert server["warmup"]["deliveries"] == 40
+    assert [phase["concurrency"] for phase in server["phases"]] == [1, 4]
+    for phase in server["phases"]:
+        assert phase["deliveries"] == 40
+        assert phase["statuses"] == {"200": 40}
+        assert phase["per_second"] == pytest.approx(40 / phase["seconds"], rel=0.01)
+        latency = phase["latency_ms"]
+        assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+
+
+def test_bench_measures_the_service_against_the_baseline_and_verifies(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, results = bench(capsys, *SMALL)
+    assert code == 0
+    assert results["verified"] is True
+    assert results["verification"] == {"deliveries": 120, "problems": []}
+    assert_measured(results["service"])
+    assert_measured(results["baseline"])
+    for ours, theirs in zip(
+        results["service"]["phases"], results["baseline"]["phases"], strict=True
+    ):
+        expected = 100 * ours["per_second"] / theirs["per_second"]
+        assert ours["ratio_percent"] == pytest.approx(expected, abs=0.01)
+    assert results["machine"]["database"] == "sqlite"
+    assert results["machine"]["cores"] >= 1
+    assert results["machine"]["python"]
+    assert results["bench"]["log_level"] == "WARNING"
+    assert results["bench"]["workers"] == 1
+
+
+def test_a_delivery_answered_other_than_200_fails_the_bench(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 10 USD cannot buy 0.001 BTC at 65,000: every open is refused, so every close finds nothing.
+    config = tmp_path / "poor.toml"
+    config.write_text(
+        CONFIG.read_text().replace('initial_deposit = "100000"', 'initial_deposit = "10"')
+    )
+    code = main(
+        ["--config", str(config), "bench", "--count", "4", "--seconds", "5", "--concurrency", "1",
+         "--skip-baseline"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "FAILED verification of 8 deliveries" in out
+    assert "answered other than 200: {'404': 2, '422': 2}" in out
+    assert "InsufficientFunds" in out
+    assert "events not done with 200: 8" in out
+    assert "verified:" not in out
+
+
+@pytest.mark.parametrize("arguments", [["--concurrency", "0"], ["--concurrency", "1,x"],
+                                       ["--count", "1"], ["--count", "400000"]])  # fmt: skip
+def test_bounds_are_checked_before_anything_starts(
+    arguments: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--config", str(CONFIG), "bench", *arguments]) == 2
+    assert capsys.readouterr().err.startswith("signalbridge bench: ")
+
+
+def test_bench_on_postgresql_uses_a_fresh_database_and_drops_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    if POSTGRES_URL is None:
+        pytest.skip(
+            "PostgreSQL half: set SIGNALBRIDGE_TEST_POSTGRES_URL, e.g. "
+            "postgresql+asyncpg://postgres@127.0.0.1:5432/test (.ci/run does)"
+        )
+    before = asyncio.run(bench_databases(POSTGRES_URL))
+    code, results = bench(capsys, *SMALL, "--skip-baseline", "--database-url", POSTGRES_URL)
+    assert code == 0, results["verification"]
+    assert results["verified"] is True
+    assert results["machine"]["database"] == "postgresql"
+    assert results["baseline"] is None
+    assert_measured(results["service"])
+    assert asyncio.run(bench_databases(POSTGRES_URL)) == before
+
+
+async def bench_databases(url: str) -> set[str]:
+    connection = await asyncpg.connect(url.replace("+asyncpg", ""))
+    try:
+        rows = await connection.fetch(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'signalbridge_bench_%'"
+        )
+        return {row["datname"] for row in rows}
+    finally:
+        await connection.close()
