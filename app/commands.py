@@ -293,7 +293,9 @@ def _on_database(settings: Settings, work: Callable[[Any, Any], Any]) -> Any:
     from app.errors import SignalbridgeError
 
     async def run() -> Any:
-        database = Database(create_engine(settings.database_url))
+        database = Database(
+            create_engine(settings.database_url, pool_size=settings.database_pool_size)
+        )
         try:
             await migrate.upgrade(database.engine)
             async with database.write() as connection:
