@@ -6,6 +6,10 @@ up by its client order id first. Found: it is applied as the broker reports it. 
 the intent is rejected (funds and position claim released) and the event answers 503, so a
 redelivery may run it again. Still unknown: the intent stays ``pending``, the event answers
 503, and reconciliation (at start-up, or when the event is delivered again) settles it.
+
+With several processes on one database, reconciliation touches only the work of processes
+that are gone (:mod:`app.workers`): their deliveries left running become retryable, their
+intents are settled; a live process's running deliveries and intents are its own.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from app.faults import CrashStep, crash_point
 from app.instruments import Instrument
 from app.metrics import Metrics
 from app.settings import AccountConfig
+from app.workers import Worker
 
 log = logging.getLogger(__name__)
 ResultT = TypeVar("ResultT")
@@ -45,8 +50,10 @@ class Execution:
         clock: Callable[[], datetime],
         timeout: float,
         metrics: Metrics,
+        worker: Worker,
         crash_at: CrashStep | None = None,
     ) -> None:
+        self._worker = worker
         self._crash_at = crash_at
         self._metrics = metrics
         self._database = database
@@ -148,15 +155,18 @@ class Execution:
             )
 
     async def prepare(self, account: str) -> bool:
-        """Make an account ready to serve: markets loaded, its unfinished intents settled,
-        its open positions checked against a live venue. False (and not ready) when the
-        broker cannot be reached or an intent is still unknown; try again later."""
+        """Make an account ready to serve: markets loaded, its unfinished intents settled
+        (those no live process is sending), its open positions checked against a live
+        venue. False (and not ready) when the broker cannot be reached or an intent is still
+        unknown; try again later."""
         broker = self._brokers[account]
         try:
             await broker.start()
             async with self._database.read() as connection:
                 account_id = await queries.account_id(connection, account)
-                intents = await trading.pending_intents(connection, account_id=account_id)
+                intents = await trading.orphaned_intents(
+                    connection, self._worker, account_id=account_id
+                )
             for intent in intents:
                 await self.settle(intent, account=account)
             if broker.is_live:
@@ -171,30 +181,30 @@ class Execution:
         return True
 
     async def reconcile(self) -> None:
-        """At start-up: prepare every account, then mark deliveries a crash left running as
-        retryable, so that a redelivery resumes them."""
+        """At start-up: prepare every account, then mark deliveries that gone processes
+        left running as retryable, so that a redelivery resumes them."""
         for account in self._brokers:
             await self.prepare(account)
-        answer = inbox.Answer(
-            503,
-            b'{"error":"interrupted","message":"the service stopped while running this event; '
-            b'deliver it again"}',
-            error_type="interrupted",
-        )
+        await self._interrupt()
+
+    async def _interrupt(self) -> None:
         async with self._database.write() as connection:
-            for event_id in await inbox.interrupted(connection):
-                await inbox.finish(
-                    connection, event_id, answer, state="retryable", now=self._clock()
-                )
+            interrupted = await inbox.interrupt(
+                connection, self._worker, INTERRUPTED, now=self._clock()
+            )
+        if interrupted:
+            log.warning("deliveries a stopped process left running are retryable: %s", interrupted)
 
     async def reconcile_pending(self, *, max_lookups: int) -> None:
         """The background pass: prepare accounts that are not ready; look up every intent
-        still without a final state; after ``max_lookups`` failed lookups, reject it."""
+        still without a final state that no live process is sending (after
+        ``max_lookups`` failed lookups, reject it); make deliveries that processes which
+        have stopped since left running retryable."""
         for account in self._brokers:
             if account not in self._ready:
                 await self.prepare(account)
         async with self._database.read() as connection:
-            intents = await trading.pending_intents(connection)
+            intents = await trading.orphaned_intents(connection, self._worker)
             names = await trading.account_names(connection)
         for intent in intents:
             try:
@@ -209,6 +219,7 @@ class Execution:
                             connection, intent, _rejected(intent, reason), now=self._clock()
                         )
                     log.error("order %s rejected: %s", intent.client_order_id, reason)
+        await self._interrupt()
 
     async def _sync_with_venue(self, account: str, account_id: int) -> None:
         """Post the venue's free cash as the opening balance (once), and flag open
@@ -253,6 +264,14 @@ class Execution:
             return await asyncio.wait_for(call, self._timeout)
         except TimeoutError:
             raise BrokerUnavailable(f"the broker did not answer the {what} in time") from None
+
+
+INTERRUPTED = inbox.Answer(
+    503,
+    b'{"error":"interrupted","message":"the service stopped while running this event; '
+    b'deliver it again"}',
+    error_type="interrupted",
+)
 
 
 def _add(timings: dict[str, float], phase: str, seconds: float) -> None:

@@ -5,7 +5,8 @@ claims it (a partial unique index over first deliveries); a repeat is stored as 
 of the first and gets the first's stored answer. States of a first delivery:
 
 ==============  =============================================================
-``pending``     claimed and running (or interrupted: start-up reconciles it)
+``pending``     claimed and running by worker ``worker_id`` (or interrupted: once that
+                worker is gone, reconciliation makes it ``retryable``)
 ``done``        answered 200 after doing what the event asked
 ``ignored``     answered 200; nothing to do (an unknown or irrelevant type)
 ``failed``      answered with an error that is final for this event
@@ -21,12 +22,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import ColumnElement, Select, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import errors, schema
 from app.database import insert_id
+from app.workers import Worker
 
 State = Literal["pending", "done", "ignored", "failed", "retryable", "duplicate"]
 FINAL_STATES = frozenset({"done", "ignored", "failed", "retryable", "duplicate"})
@@ -81,9 +83,11 @@ async def store(
     dedupe_key: str | None,
     answer: Answer | None = None,
     duplicate_of: int | None = None,
+    worker_id: int | None = None,
 ) -> int | None:
-    """Insert the delivery. With a dedupe key already claimed, insert nothing and return
-    None; the caller stores it again as a duplicate."""
+    """Insert the delivery, stored by (and, when pending, claimed for) ``worker_id``.
+    With a dedupe key already claimed, insert nothing and return None; the caller stores
+    it again as a duplicate."""
     state: State = "duplicate" if duplicate_of is not None else "pending"
     values: dict[str, object] = {
         "received_at": delivery.received_at,
@@ -99,6 +103,7 @@ async def store(
         "strategy_external_id": details.strategy_external_id,
         "provider_position_id": details.provider_position_id,
         "state": state,
+        "worker_id": worker_id,
     }
     if answer is not None:
         final: State = "duplicate" if duplicate_of is not None else "failed"
@@ -158,12 +163,13 @@ async def replayable(connection: AsyncConnection, event_id: int) -> Replayable |
     return None if row is None else Replayable(*row)
 
 
-async def rerun(connection: AsyncConnection, event_id: int) -> bool:
-    """Take a ``retryable`` event back to ``pending``; False if another delivery did first."""
+async def rerun(connection: AsyncConnection, event_id: int, *, worker_id: int) -> bool:
+    """Take a ``retryable`` event back to ``pending``, claimed for ``worker_id``; False if
+    another delivery did first."""
     result = await connection.execute(
         update(schema.events)
         .where(schema.events.c.id == event_id, schema.events.c.state == "retryable")
-        .values(state="pending")
+        .values(state="pending", worker_id=worker_id)
     )
     return result.rowcount == 1
 
@@ -188,16 +194,36 @@ async def finish(
     )
 
 
-async def interrupted(connection: AsyncConnection) -> list[int]:
-    """First deliveries left ``pending`` by a crash."""
+async def interrupt(
+    connection: AsyncConnection, worker: Worker, answer: Answer, *, now: datetime
+) -> list[int]:
+    """Make the deliveries that gone workers left ``pending`` (a crash) ``retryable``,
+    answered ``answer``; a live process's running deliveries are not touched. Returns
+    their ids."""
     table = schema.events
-    return list(
+    owners = set(
         (
             await connection.execute(
-                select(table.c.id).where(table.c.state == "pending").order_by(table.c.id)
+                select(table.c.worker_id).where(table.c.state == "pending").distinct()
             )
         ).scalars()
     )
+    gone = await worker.gone(connection, owners)
+    if not gone:
+        return []
+    ids = [owner for owner in gone if owner is not None]
+    owned_by_gone: ColumnElement[bool] = table.c.worker_id.in_(ids)
+    if None in gone:
+        owned_by_gone = or_(owned_by_gone, table.c.worker_id.is_(None))
+    # The owner's state is checked again by the UPDATE: a delivery another worker claimed
+    # meanwhile (inbox.rerun) is that worker's now.
+    result = await connection.execute(
+        update(table)
+        .where(table.c.state == "pending", owned_by_gone)
+        .values(**_answer_values(answer, state="retryable", now=now))
+        .returning(table.c.id)
+    )
+    return sorted(result.scalars())
 
 
 def _answer_values(answer: Answer, *, state: State, now: datetime) -> dict[str, object]:

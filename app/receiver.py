@@ -50,6 +50,7 @@ from app.protocol import (
     parse_envelope,
 )
 from app.settings import AccountConfig, Settings
+from app.workers import Worker
 
 log = logging.getLogger(__name__)
 IDEMPOTENCY_HEADERS = ("idempotency-key", "webhook-id")
@@ -86,7 +87,9 @@ class Receiver:
         brokers: dict[str, Broker],
         clock: Callable[[], datetime],
         metrics: Metrics,
+        worker: Worker,
     ) -> None:
+        self._worker = worker
         self._settings = settings
         self._database = database
         self._clock = clock
@@ -98,6 +101,7 @@ class Receiver:
             clock=clock,
             timeout=settings.broker_timeout_seconds,
             metrics=metrics,
+            worker=worker,
             crash_at=settings.crash_at,
         )
         self._legs = Legs(
@@ -144,7 +148,7 @@ class Receiver:
             raise Conflict(f"event {event_id} was not authenticated; it cannot be replayed")
         if stored.state == "retryable" and stored.dedupe_key is not None:
             async with self._database.write() as connection:
-                if not await inbox.rerun(connection, event_id):
+                if not await inbox.rerun(connection, event_id, worker_id=self._worker.id):
                     raise Conflict(f"event {event_id} is already running again")
             parsed = parse_envelope(stored.raw_body)
             run = Run(event_id, stored.dedupe_key, parsed, integration, resuming=True)
@@ -215,7 +219,14 @@ class Receiver:
         if error is not None or parsed is None or integration is None:
             answer = answer_for(error or InvalidCredentials("unknown integration"))
             async with self._database.write() as connection:
-                await inbox.store(connection, delivery, details, dedupe_key=None, answer=answer)
+                await inbox.store(
+                    connection,
+                    delivery,
+                    details,
+                    dedupe_key=None,
+                    answer=answer,
+                    worker_id=self._worker.id,
+                )
             return answer, details.event_type
         if parsed.deprecation:
             log.warning(
@@ -236,7 +247,9 @@ class Receiver:
         """Claim the dedupe key and run the event, or answer as its first delivery did."""
         details = _details(parsed, integration)
         async with self._database.write() as connection:
-            event_id = await inbox.store(connection, delivery, details, dedupe_key=key)
+            event_id = await inbox.store(
+                connection, delivery, details, dedupe_key=key, worker_id=self._worker.id
+            )
         if event_id is None:
             return await self._repeat(delivery, details, key, parsed, integration)
         crash_point("stored", self._settings.crash_at)
@@ -264,7 +277,7 @@ class Receiver:
                 break
             if first.state == "retryable":
                 async with self._database.write() as connection:
-                    claimed = await inbox.rerun(connection, first.id)
+                    claimed = await inbox.rerun(connection, first.id, worker_id=self._worker.id)
                 if claimed:
                     answer = await self._run(Run(first.id, key, parsed, integration, resuming=True))
                     break
@@ -279,7 +292,13 @@ class Receiver:
             await asyncio.sleep(POLL_SECONDS)
         async with self._database.write() as connection:
             await inbox.store(
-                connection, delivery, details, dedupe_key=key, answer=answer, duplicate_of=first.id
+                connection,
+                delivery,
+                details,
+                dedupe_key=key,
+                answer=answer,
+                duplicate_of=first.id,
+                worker_id=self._worker.id,
             )
         return answer
 

@@ -35,6 +35,7 @@ metadata = MetaData()
 
 OPEN_POSITION = text("status <> 'closed'")
 FIRST_DELIVERY = text("duplicate_of IS NULL AND dedupe_key IS NOT NULL")
+PENDING = text("state = 'pending'")
 
 users = Table(
     "users",
@@ -111,6 +112,17 @@ api_keys = Table(
     Column("revoked_at", UTCDateTime),
 )
 
+# The processes that have served: an id no process had before, held alive on PostgreSQL by an
+# advisory lock (see app/workers.py). An event records the worker that claimed it.
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+)
+
 events = Table(
     "events",
     metadata,
@@ -134,6 +146,7 @@ events = Table(
     Column("answered_at", UTCDateTime),
     Column("note", Text),
     Column("timings", Text),
+    Column("worker_id", ForeignKey("workers.id")),  # who stored it, or last claimed it to run
     Index(
         "events_first_delivery",
         "dedupe_key",
@@ -142,6 +155,7 @@ events = Table(
         postgresql_where=FIRST_DELIVERY,
     ),
     Index("events_received_at", "received_at"),
+    Index("events_pending", "worker_id", sqlite_where=PENDING, postgresql_where=PENDING),
 )
 
 positions = Table(

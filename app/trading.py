@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -30,6 +30,7 @@ from app.broker import OrderReport
 from app.database import insert_id
 from app.errors import PositionAlreadyExists
 from app.rules import AccountTerms, Direction, Funds, OrderPlan, Side, short_collateral
+from app.workers import Worker
 
 ZERO = Decimal(0)
 Purpose = Literal["open", "close"]
@@ -289,12 +290,9 @@ async def _insert_order(
     )
 
 
-async def pending_intents(
-    connection: AsyncConnection, *, event_id: int | None = None, account_id: int | None = None
-) -> list[OrderIntent]:
-    """Intents without a final state: of one event, of one account, or all of them."""
+def _intent_columns() -> tuple[ColumnElement[Any], ...]:
     table = schema.orders
-    query = select(
+    return (
         table.c.id,
         table.c.client_order_id,
         table.c.account_id,
@@ -304,12 +302,40 @@ async def pending_intents(
         table.c.symbol,
         table.c.side,
         table.c.quantity,
-    ).where(table.c.status == "pending")
-    if event_id is not None:
-        query = query.where(table.c.event_id == event_id)
-    if account_id is not None:
-        query = query.where(table.c.account_id == account_id)
+    )
+
+
+async def pending_intents(connection: AsyncConnection, *, event_id: int) -> list[OrderIntent]:
+    """An event's intents without a final state (the event's runner settles them)."""
+    table = schema.orders
+    query = select(*_intent_columns()).where(
+        table.c.status == "pending", table.c.event_id == event_id
+    )
     return [OrderIntent(*row) for row in (await connection.execute(query.order_by(table.c.id)))]
+
+
+async def orphaned_intents(
+    connection: AsyncConnection, worker: Worker, *, account_id: int | None = None
+) -> list[OrderIntent]:
+    """Intents without a final state that no live process is sending: their event's worker
+    is gone, or it is this worker and the event is no longer running (an outcome left
+    unknown). Another live worker's intents are its own to settle: its broker call may be
+    under way, and a paper broker knows only its own process's orders."""
+    orders, events = schema.orders, schema.events
+    query = (
+        select(*_intent_columns(), events.c.worker_id, events.c.state)
+        .join(events, events.c.id == orders.c.event_id)
+        .where(orders.c.status == "pending")
+    )
+    if account_id is not None:
+        query = query.where(orders.c.account_id == account_id)
+    rows = (await connection.execute(query.order_by(orders.c.id))).all()
+    gone = await worker.gone(connection, {row.worker_id for row in rows})
+    return [
+        OrderIntent(*row[:-2])
+        for row in rows
+        if row.worker_id in gone or (row.worker_id == worker.id and row.state != "pending")
+    ]
 
 
 async def leg_orders(connection: AsyncConnection, *, event_id: int, purpose: Purpose) -> list[str]:

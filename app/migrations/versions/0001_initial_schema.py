@@ -72,6 +72,14 @@ def upgrade() -> None:
         sa.UniqueConstraint("name"),
     )
     op.create_table(
+        "workers",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("host", sa.String(length=255), nullable=False),
+        sa.Column("pid", sa.Integer(), nullable=False),
+        sa.Column("started_at", UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_table(
         "events",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("received_at", UTCDateTime(), nullable=False),
@@ -93,6 +101,7 @@ def upgrade() -> None:
         sa.Column("answered_at", UTCDateTime(), nullable=True),
         sa.Column("note", sa.Text(), nullable=True),
         sa.Column("timings", sa.Text(), nullable=True),
+        sa.Column("worker_id", sa.Integer(), nullable=True),
         sa.ForeignKeyConstraint(
             ["duplicate_of"],
             ["events.id"],
@@ -100,6 +109,10 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["integration_id"],
             ["integrations.id"],
+        ),
+        sa.ForeignKeyConstraint(
+            ["worker_id"],
+            ["workers.id"],
         ),
         sa.PrimaryKeyConstraint("id"),
     )
@@ -112,6 +125,13 @@ def upgrade() -> None:
             postgresql_where=sa.text("duplicate_of IS NULL AND dedupe_key IS NOT NULL"),
         )
         batch_op.create_index("events_received_at", ["received_at"], unique=False)
+        batch_op.create_index(
+            "events_pending",
+            ["worker_id"],
+            unique=False,
+            sqlite_where=sa.text("state = 'pending'"),
+            postgresql_where=sa.text("state = 'pending'"),
+        )
 
     op.create_table(
         "integration_tokens",
@@ -355,6 +375,11 @@ def downgrade() -> None:
     op.drop_table("strategies")
     op.drop_table("integration_tokens")
     with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.drop_index(
+            "events_pending",
+            sqlite_where=sa.text("state = 'pending'"),
+            postgresql_where=sa.text("state = 'pending'"),
+        )
         batch_op.drop_index("events_received_at")
         batch_op.drop_index(
             "events_first_delivery",
@@ -363,6 +388,7 @@ def downgrade() -> None:
         )
 
     op.drop_table("events")
+    op.drop_table("workers")
     op.drop_table("integrations")
     op.drop_table("accounts")
     op.drop_table("users")
