@@ -143,15 +143,13 @@ async def _move_money(request: Request, *, sign: int) -> Response:
         cash = await connection.scalar(
             select(schema.accounts.c.cash).where(schema.accounts.c.id == account_id)
         )
-        if amount < 0 and cash + amount < 0:
-            raise InsufficientCash(f"{name} has {cash} in cash; cannot withdraw {-amount}")
         kind = "deposit" if amount > 0 else "withdrawal"
+        reference = f"{kind}:{name}:{key}"
+        # A retry of a withdrawal already posted is answered as one, whatever the cash is now.
+        if amount < 0 and cash + amount < 0 and not await journal.is_posted(connection, reference):
+            raise InsufficientCash(f"{name} has {cash} in cash; cannot withdraw {-amount}")
         recorded = await journal.record_deposit(
-            connection,
-            account_id,
-            amount=amount,
-            reference=f"{kind}:{name}:{key}",
-            now=services.clock(),
+            connection, account_id, amount=amount, reference=reference, now=services.clock()
         )
     async with services.database.read() as connection:
         book = await queries.book(connection, name)

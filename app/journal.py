@@ -90,3 +90,12 @@ async def post(
         await connection.execute(
             update(account).where(account.c.id == account_id).values(cash=current + cash)
         )
+
+
+async def is_posted(connection: AsyncConnection, reference: str) -> bool:
+    """Whether a transaction with this reference is in the journal."""
+    transactions = schema.ledger_transactions
+    found = await connection.scalar(
+        select(transactions.c.id).where(transactions.c.reference == reference)
+    )
+    return found is not None

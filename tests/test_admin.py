@@ -57,6 +57,21 @@ def test_deposits_and_withdrawals_post_to_the_ledger_once(service: Service) -> N
     check_invariants(service)
 
 
+def test_a_retried_withdrawal_is_answered_as_posted_though_the_cash_is_lower_now(
+    service: Service,
+) -> None:
+    """Found by tests/test_stateful.py: the retry used to be refused, 422 insufficient_cash."""
+    path = "/api/accounts/demo-paper/withdrawals"
+    first = post(service, path, {"amount": 60000}, **{"idempotency-key": "w1"})
+    assert first.status_code == 201
+    assert post(service, path, {"amount": 30000}, **{"idempotency-key": "w2"}).status_code == 201
+    again = post(service, path, {"amount": 60000}, **{"idempotency-key": "w1"})
+    assert again.status_code == 200, again.text
+    assert again.json()["recorded"] is False
+    assert Decimal(again.json()["balance"]) == 10000
+    check_invariants(service)
+
+
 def test_a_new_integration_hands_over_its_token_once_and_waits_for_approval(
     service: Service,
 ) -> None:
