@@ -68,9 +68,7 @@ class SignalData(_Model):
     @field_validator("quantity", mode="before")
     @classmethod
     def _number_only(cls, value: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, int | Decimal):
-            raise ValueError("must be a JSON number")
-        return value
+        return _json_number(value)
 
 
 class EventV1(_Model):
@@ -78,6 +76,18 @@ class EventV1(_Model):
     type: str = Field(min_length=1, max_length=64)
     integration: IntegrationInfo | None = None
     data: Any = None
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _number_only(cls, value: Any) -> Any:
+        return _json_number(value)
+
+
+def _json_number(value: Any) -> Any:
+    """A JSON number, not a string or a boolean that pydantic would read as one."""
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        raise ValueError("must be a JSON number")
+    return value
 
 
 class _VersionV1(_Model):

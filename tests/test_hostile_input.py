@@ -79,3 +79,17 @@ def test_an_overlong_deprecation_and_a_huge_timestamp_are_400(service: Service) 
     assert response.status_code == 400
     assert "timestamp" in response.json()["message"]
     assert service.rows("SELECT id FROM events WHERE answer_status IS NULL") == []
+
+
+def test_a_timestamp_written_as_a_string_is_400_and_executes_nothing(service: Service) -> None:
+    """Found by tests/test_generated_input.py: ``"timestamp": "<now>"`` used to trade."""
+    now = service.clock.milliseconds()
+    body = json.dumps(envelope("SIGNAL_OPEN", signal(), timestamp=now)).replace(
+        f'"timestamp": {now}', f'"timestamp": "{now}"'
+    )
+    response = service.post(body.encode())
+    assert response.status_code == 400
+    assert "v1.event.timestamp" in response.json()["message"]
+    assert service.rows("SELECT id FROM orders") == []
+    [event] = service.rows("SELECT answer_status FROM events")
+    assert event["answer_status"] == 400

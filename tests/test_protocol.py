@@ -60,6 +60,9 @@ def test_dedupe_key_is_integration_type_strategy_position_timestamp() -> None:
         ({"v1": {"event": signal_event(direction="UP")}}, "v1.event.data.direction"),
         ({"v1": {"event": signal_event(strategy={})}}, "v1.event.data.strategy.id"),
         ({"v1": {"event": {"type": "SIGNAL_OPEN"}}}, "v1.event.timestamp"),
+        # A number as a string or a boolean is not a timestamp (pydantic alone reads both).
+        ({"v1": {"event": {**signal_event(), "timestamp": "1"}}}, "v1.event.timestamp"),
+        ({"v1": {"event": {**signal_event(), "timestamp": True}}}, "v1.event.timestamp"),
         ({"v1": {}}, "v1.event"),
     ],
 )
