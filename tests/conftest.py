@@ -26,6 +26,8 @@ from typing import Any, Literal
 import asyncpg
 import httpx
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from app.application import create_app, paper_brokers
 from app.broker import Broker
@@ -38,6 +40,20 @@ TOKEN = "demo-token"
 OPERATOR_KEY = "demo-operator-key"
 DECIMAL_MARK = "~decimal~"
 STRATEGY = {"id": "6bbc583bf6d70605bbbc892f66367ab7", "name": "Gold High-Risk"}
+
+# Hypothesis, for the property-based modules: no deadline (every example talks to a real
+# server and database), and on failure the @reproduce_failure blob beside the steps. Under CI
+# the example database is off, so a run leaves no .hypothesis folder and depends on none.
+hypothesis_settings.register_profile(
+    "signalbridge",
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+hypothesis_settings.register_profile(
+    "signalbridge-ci", hypothesis_settings.get_profile("signalbridge"), database=None
+)
+hypothesis_settings.load_profile("signalbridge-ci" if os.environ.get("CI") else "signalbridge")
 
 
 class Clock:
@@ -148,28 +164,42 @@ class Service:
 
     def rows(self, sql: str, *parameters: Any) -> list[Any]:
         """Run SQL on the service's database with its own driver (``?`` placeholders)."""
+        return self.rows_many((sql, parameters))[0]
+
+    def rows_many(self, *queries: tuple[str, Sequence[Any]]) -> list[list[Any]]:
+        """Several ``(sql, parameters)`` on one connection, in order (one connection set-up
+        instead of one a query: checks after every step stay fast on PostgreSQL)."""
         if self.database_url.startswith("sqlite"):
             connection = sqlite3.connect(self.database_url.split("///", 1)[1])
             connection.row_factory = sqlite3.Row
             try:
-                rows = connection.execute(sql, parameters).fetchall()
+                results = [
+                    connection.execute(sql, parameters).fetchall() for sql, parameters in queries
+                ]
                 connection.commit()
-                return rows
+                return results
             finally:
                 connection.close()
-        counter = itertools.count(1)
-        numbered = re.sub(r"\?", lambda _match: f"${next(counter)}", sql)
-        return asyncio.run(_postgres_fetch(self.database_url, numbered, parameters))
+        numbered = [(_dollar_placeholders(sql), parameters) for sql, parameters in queries]
+        return asyncio.run(_postgres_fetch(self.database_url, numbered))
 
 
 ServiceFactory = Callable[..., Service]
 POSTGRES_URL = os.environ.get("SIGNALBRIDGE_TEST_POSTGRES_URL")
 
 
-async def _postgres_fetch(url: str, sql: str, parameters: Sequence[Any]) -> list[Any]:
+def _dollar_placeholders(sql: str) -> str:
+    """``?`` placeholders as PostgreSQL's ``$1, $2, ...``."""
+    counter = itertools.count(1)
+    return re.sub(r"\?", lambda _match: f"${next(counter)}", sql)
+
+
+async def _postgres_fetch(
+    url: str, queries: Sequence[tuple[str, Sequence[Any]]]
+) -> list[list[Any]]:
     connection = await asyncpg.connect(url.replace("+asyncpg", ""))
     try:
-        return list(await connection.fetch(sql, *parameters))
+        return [list(await connection.fetch(sql, *parameters)) for sql, parameters in queries]
     finally:
         await connection.close()
 
@@ -241,54 +271,58 @@ def service(start_service: ServiceFactory) -> Service:
     return start_service()
 
 
-def check_invariants(service: Service, *, account: str = "demo-paper") -> None:
-    """The design's invariants, read straight from the database file."""
+def check_invariants(
+    service: Service, *, account: str = "demo-paper", settled: bool = False
+) -> dict[str, Any]:
+    """The design's invariants, read straight from the database (on one connection); returns
+    the account's book as the API shows it. ``settled``: nothing is in flight, so no order
+    intent may be pending and no position half-way (``opening``, ``closing``)."""
+    postings, accounts, crowded, unanswered, unsettled = service.rows_many(
+        (
+            "SELECT transaction_id, account_id, ledger_account, amount, ticker, quantity"
+            " FROM postings",
+            (),
+        ),
+        ("SELECT id, name, cash FROM accounts", ()),
+        (
+            "SELECT strategy_id FROM positions WHERE status <> 'closed' "
+            "GROUP BY strategy_id HAVING count(*) > 1",
+            (),
+        ),
+        ("SELECT id FROM events WHERE answer_status IS NULL", ()),
+        (
+            "SELECT 'order', id FROM orders WHERE status = 'pending' UNION ALL "
+            "SELECT 'position', id FROM positions WHERE status IN ('opening', 'closing')",
+            (),
+        ),
+    )
     totals: dict[int, Decimal] = {}
-    for row in service.rows("SELECT transaction_id, amount FROM postings"):
-        totals[row["transaction_id"]] = totals.get(row["transaction_id"], Decimal(0)) + Decimal(
-            row["amount"]
-        )
+    cash: dict[int, Decimal] = {}
+    holding: dict[int, dict[str, Decimal]] = {}
+    for row in postings:
+        amount = Decimal(row["amount"])
+        totals[row["transaction_id"]] = totals.get(row["transaction_id"], Decimal(0)) + amount
+        if row["ledger_account"] == "cash":
+            cash[row["account_id"]] = cash.get(row["account_id"], Decimal(0)) + amount
+        elif row["ledger_account"] == "positions":
+            tickers = holding.setdefault(row["account_id"], {})
+            tickers[row["ticker"]] = tickers.get(row["ticker"], Decimal(0)) + Decimal(
+                row["quantity"]
+            )
     assert all(total == 0 for total in totals.values()), totals
-    for row_account in service.rows("SELECT id, cash FROM accounts"):
-        cash = sum(
-            (
-                Decimal(row["amount"])
-                for row in service.rows(
-                    "SELECT amount FROM postings WHERE account_id = ? AND ledger_account = 'cash'",
-                    row_account["id"],
-                )
-            ),
-            Decimal(0),
-        )
-        assert Decimal(row_account["cash"]) == cash
-        assert cash >= 0
-    open_per_strategy = service.rows(
-        "SELECT strategy_id FROM positions WHERE status <> 'closed' "
-        "GROUP BY strategy_id HAVING count(*) > 1"
-    )
-    assert open_per_strategy == []
-    assert service.rows("SELECT id FROM events WHERE answer_status IS NULL") == []
-    book = service.api(f"/api/accounts/{account}/book")
-    [row] = service.rows("SELECT id FROM accounts WHERE name = ?", account)
-    assert Decimal(book["balance"]) == journal_balance(service, row["id"])
-    assert {t: Decimal(q) for t, q in book["holding"].items()} == journal_holding(
-        service, row["id"]
-    )
-
-
-def journal_balance(service: Service, account_id: int) -> Decimal:
-    rows = service.rows(
-        "SELECT amount FROM postings WHERE ledger_account = 'cash' AND account_id = ?", account_id
-    )
-    return sum((Decimal(row["amount"]) for row in rows), Decimal(0))
-
-
-def journal_holding(service: Service, account_id: int) -> dict[str, Decimal]:
-    holding: dict[str, Decimal] = {}
-    for row in service.rows(
-        "SELECT ticker, quantity FROM postings WHERE ledger_account = 'positions'"
-        " AND account_id = ?",
-        account_id,
-    ):
-        holding[row["ticker"]] = holding.get(row["ticker"], Decimal(0)) + Decimal(row["quantity"])
-    return {ticker: quantity for ticker, quantity in holding.items() if quantity}
+    # Cash goes below zero only where the account allows margin (shorts): a short's loss
+    # beyond its collateral.
+    margin = {config.name for config in service.settings.accounts if config.allow_short}
+    for row in accounts:
+        journal_cash = cash.get(row["id"], Decimal(0))
+        assert Decimal(row["cash"]) == journal_cash, row["name"]
+        assert journal_cash >= 0 or row["name"] in margin, row["name"]
+    assert crowded == []
+    assert unanswered == []
+    assert not settled or [tuple(row) for row in unsettled] == []
+    book: dict[str, Any] = service.api(f"/api/accounts/{account}/book")
+    [account_id] = [row["id"] for row in accounts if row["name"] == account]
+    assert Decimal(book["balance"]) == cash.get(account_id, Decimal(0))
+    held = {t: q for t, q in holding.get(account_id, {}).items() if q}
+    assert {t: Decimal(q) for t, q in book["holding"].items()} == held
+    return book
