@@ -187,7 +187,13 @@ def create_app(
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(RequestLimits, max_bytes=settings.max_body_bytes)],
+        middleware=[
+            Middleware(
+                RequestLimits,
+                max_bytes=settings.max_body_bytes,
+                body_timeout=settings.body_timeout_seconds,
+            )
+        ],
         exception_handlers={
             SignalbridgeError: _signalbridge_error,
             HTTPException: _http_error,

@@ -9,6 +9,7 @@ a broker library's) are translated once, at their edge, and re-raised as one of 
     SignalbridgeError                  (status, code; answered as {"error", "message"})
     ├── RequestError                   the request itself is wrong; do not retry it unchanged
     │   ├── BodyTooLarge               413: body over the limit
+    │   ├── BodyTimeout                408: body not all received within the time limit
     │   ├── UnsupportedMediaType       415: a content type that is not JSON
     │   ├── MalformedBody              400: not JSON, or a schema violation (names the field)
     │   ├── UnsupportedVersion         400: no envelope version this build understands
@@ -66,6 +67,14 @@ class BodyTooLarge(RequestError):
 
     status_code = 413
     code = "body_too_large"
+
+
+class BodyTimeout(RequestError):
+    """Raised while reading a body that has not all arrived within ``body_timeout_seconds``
+    of the request's start (a sender stalled, or a slowloris); nothing of it is stored."""
+
+    status_code = 408
+    code = "body_timeout"
 
 
 class UnsupportedMediaType(RequestError):

@@ -4,22 +4,30 @@ The body size: a declared ``Content-Length`` over the limit is refused before th
 read; a body without one (chunked) is counted as it streams and refused the moment it
 passes the limit. Either way the answer is 413 and nothing of the body is stored.
 
+The body time: the whole body must have arrived within ``body_timeout`` seconds of the
+request's start, however it trickles in; a sender that stalls, or drips a byte now and then
+(slowloris), is answered 408 and nothing of its body is stored. Once the body is complete,
+waiting for the client to disconnect (event streams do) is not limited.
+
 NUL characters in the path or the query string are refused (400): no database text column
 can hold them, and no legitimate request carries them.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import BodyTooLarge, MalformedBody
+from app.errors import BodyTimeout, BodyTooLarge, MalformedBody
 from app.responses import error_response
 
 
 class RequestLimits:
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, body_timeout: float) -> None:
         self._app = app
         self._max_bytes = max_bytes
+        self._body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -36,14 +44,27 @@ class RequestLimits:
                 await error_response(refusal)(scope, receive, send)
                 return
         received = 0
+        complete = False
+        deadline = asyncio.get_running_loop().time() + self._body_timeout
 
         async def limited() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTimeout(
+                    f"the body did not all arrive within {self._body_timeout:g} s"
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self._max_bytes:
                     raise self._too_large()
+                complete = not message.get("more_body", False)
+            else:
+                complete = True  # the client went away
             return message
 
         await self._app(scope, limited, send)

@@ -39,6 +39,7 @@ ERRORS = {
     401: "The X-API-Key header is missing or not a known operator key.",
     403: "A read-only key on an endpoint that needs a write key.",
     404: "No such resource.",
+    408: "The body did not all arrive within the time limit.",
     409: "The resource's state does not allow the action.",
     413: "The body is over the size limit.",
     422: "Understood, but refused.",
@@ -60,7 +61,8 @@ def document(settings: Settings) -> Schema:
             "version": version("signalbridge"),
             "description": (
                 "Turns ProQuant trading-signal webhooks into executed, accounted trades. Every"
-                f" request body is limited to {settings.max_body_bytes} bytes (413 beyond)."
+                f" request body is limited to {settings.max_body_bytes} bytes (413 beyond)"
+                f" and must arrive within {settings.body_timeout_seconds:g} s (408 beyond)."
                 ' Every error answers `{"error", "message"}`, except the webhook\'s typed'
                 ' errors, `{"type", "message"}` with `x-proquant-error: 1`.'
             ),
@@ -153,8 +155,8 @@ def _operation(
     body_required: bool = True,
 ) -> Schema:
     """One operation: its success answers, and the error shape for each status in
-    ``errors`` (401, plus 403 for ``write``, and 413 are added)."""
-    statuses = {413, *errors}
+    ``errors`` (401, plus 403 for ``write``, and 408 and 413 are added)."""
+    statuses = {408, 413, *errors}
     if scope is not None:
         statuses.add(401)
     if scope == "write":
@@ -272,6 +274,7 @@ def _webhook() -> Schema:
             "401": answer(_ref("TypedError"), "InvalidCredentials."),
             "404": answer(_ref("TypedError"), "PositionNotFound."),
             "409": answer(either, "PositionAlreadyExists, or strategy_paused."),
+            "408": _json(_ref("Error"), ERRORS[408]),
             "413": _json(_ref("Error"), ERRORS[413]),
             "415": _json(_ref("Error"), "A content type other than JSON."),
             "422": answer(

@@ -176,6 +176,9 @@ class Settings(BaseSettings):
         default=None, description="the provider's API, e.g. https://www.proquant.com"
     )
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
+    body_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="how long a request's whole body may take to arrive"
+    )
     max_signal_age_seconds: float = Field(default=300, gt=0)
     broker_timeout_seconds: float = Field(default=2.0, gt=0)
     duplicate_wait_seconds: float = Field(default=10.0, gt=0)
