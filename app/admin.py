@@ -140,8 +140,10 @@ async def _move_money(request: Request, *, sign: int) -> Response:
     key = idempotency_key(request) or uuid.uuid4().hex
     async with services.database.write() as connection:
         account_id = await queries.account_id(connection, name)
-        cash = await connection.scalar(
-            select(schema.accounts.c.cash).where(schema.accounts.c.id == account_id)
+        cash = await connection.scalar(  # locked: two withdrawals must not both pass
+            select(schema.accounts.c.cash)
+            .where(schema.accounts.c.id == account_id)
+            .with_for_update()
         )
         kind = "deposit" if amount > 0 else "withdrawal"
         reference = f"{kind}:{name}:{key}"

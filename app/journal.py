@@ -20,6 +20,7 @@ async def record_deposit(
     connection: AsyncConnection, account_id: int, *, amount: Decimal, reference: str, now: datetime
 ) -> bool:
     """Post a deposit (or, negative, a withdrawal) once per ``reference``."""
+    await _lock_account(connection, account_id)  # concurrent posts of one reference queue
     exists = await connection.scalar(
         select(schema.ledger_transactions.c.id).where(
             schema.ledger_transactions.c.reference == reference
@@ -51,6 +52,9 @@ async def post(
 ) -> None:
     if not ledger.is_balanced(postings):
         raise ValueError(f"unbalanced ledger transaction {reference}: {postings}")
+    # The account row first, before the inserts below take their foreign key's lock on it:
+    # raising that lock to the update's while a funds check waits for the row deadlocks.
+    current = await _lock_account(connection, account_id)
     transactions = schema.ledger_transactions
     transaction_id = await insert_id(
         connection,
@@ -83,13 +87,24 @@ async def post(
     )
     cash = sum((p.amount for p in postings if p.ledger_account == "cash"), ZERO)
     if cash:
+        # ``current`` was read under the row lock: two processes posting at once must not
+        # both add to the same old balance. (``cash = cash + x`` in SQL needs no read, but
+        # SQLite keeps the amount as exact text, where SQL arithmetic is floating point.)
         account = schema.accounts
-        current = (
-            await connection.execute(select(account.c.cash).where(account.c.id == account_id))
-        ).scalar_one()
         await connection.execute(
             update(account).where(account.c.id == account_id).values(cash=current + cash)
         )
+
+
+async def _lock_account(connection: AsyncConnection, account_id: int) -> Decimal:
+    """The account's cash, its row locked to the end of the transaction as an update of it
+    locks it (``FOR NO KEY UPDATE``): funds checks (``FOR UPDATE``) and other posts wait.
+    PostgreSQL; on SQLite every write transaction holds the database's one write lock."""
+    account = schema.accounts
+    query = select(account.c.cash).where(account.c.id == account_id)
+    query = query.with_for_update(key_share=True)
+    cash: Decimal = (await connection.execute(query)).scalar_one()
+    return cash
 
 
 async def is_posted(connection: AsyncConnection, reference: str) -> bool:
