@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app import admin, api, directory, migrate, openapi, queries, webhooks
+from app import admin, api, directory, logs, migrate, openapi, queries, webhooks, workers
 from app.broker import Broker
 from app.database import Database, create_engine
 from app.errors import BrokerError, NotFound, RequestError, SignalbridgeError
@@ -34,7 +36,8 @@ from app.metrics import Metrics
 from app.paper import PaperBroker
 from app.receiver import Receiver
 from app.responses import JSON, error_response
-from app.settings import AccountConfig, Settings
+from app.settings import AccountConfig, Settings, load_settings
+from app.workers import Worker
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
@@ -123,15 +126,19 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Services]]:
-        database = Database(create_engine(settings.database_url))
+        database = Database(
+            create_engine(settings.database_url, pool_size=settings.database_pool_size)
+        )
         venues, quote_venues = (
             (dict(brokers), []) if brokers is not None else build_brokers(settings, clock=clock)
         )
         background: list[asyncio.Task[None]] = []
+        worker: Worker | None = None
         try:
             if settings.migrate_on_start:
                 await migrate.upgrade(database.engine)
             async with database.write() as connection:
+                await workers.lock_setup(connection)  # processes starting together queue
                 await directory.sync_config(connection, settings, now=clock())
                 created = await directory.accounts_outside(
                     connection, {account.name for account in settings.accounts}
@@ -140,6 +147,7 @@ def create_app(
             for account in created:  # made through the API: paper accounts
                 venues[account.name] = PaperBroker.for_account(settings, account, clock=clock)
             instruments = instruments_by_ticker(settings.instruments)
+            worker = await Worker.register(database, url=settings.database_url, now=clock())
             receiver = Receiver(
                 settings=settings,
                 database=database,
@@ -147,10 +155,15 @@ def create_app(
                 brokers=venues,
                 clock=clock,
                 metrics=metrics,
+                worker=worker,
             )
             await receiver.reconcile()
             background = [
                 asyncio.create_task(receiver.reconcile_forever(), name="reconcile"),
+                asyncio.create_task(
+                    worker.watch(every=settings.reconcile_interval_seconds, on_lost=_stop),
+                    name="liveness",
+                ),
                 asyncio.create_task(
                     _refresh_markets(venues, every=settings.markets_refresh_seconds),
                     name="markets",
@@ -174,6 +187,8 @@ def create_app(
             await asyncio.gather(*background, return_exceptions=True)
             for broker in [*venues.values(), *quote_venues]:
                 await broker.close()
+            if worker is not None:
+                await worker.close()
             await database.dispose()
 
     routes = [
@@ -201,6 +216,21 @@ def create_app(
         },
         lifespan=lifespan,
     )
+
+
+def create_app_from_environment() -> Starlette:
+    """The app of one ``serve --workers N`` worker process: its settings read again in this
+    process, from the config file ``SIGNALBRIDGE_CONFIG`` names and the environment, which
+    the parent process passed on."""
+    settings = load_settings()
+    logs.configure(level=settings.log_level, json_lines=settings.log_format == "json")
+    return create_app(settings)
+
+
+def _stop() -> None:
+    """Ask the server to shut down, as an operator's SIGTERM does: this process can no
+    longer show other processes that it is alive, so it must not go on executing."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def _refresh_markets(brokers: Mapping[str, Broker], *, every: float) -> None:

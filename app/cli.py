@@ -1,9 +1,10 @@
 """The ``signalbridge`` command (also ``python -m app``).
 
-``serve`` runs the service; ``send`` is a provider emulator that posts one v1 event with a
-fresh timestamp and prints the answer; ``positions`` and ``book`` read the operator API and
-print tables (``--json`` for the raw answer); ``migrate`` applies the schema migrations; the
-operator's other commands are in :mod:`app.commands`.
+``serve`` runs the service; ``bench`` measures it (:mod:`app.bench`); ``send`` is a provider
+emulator that posts one v1 event with a fresh timestamp and prints the answer; ``positions``
+and ``book`` read the operator API and print tables (``--json`` for the raw answer);
+``migrate`` applies the schema migrations; the operator's other commands are in
+:mod:`app.commands`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import httpx
 
 from app import commands as operator_commands
 from app.commands import request, show, table
-from app.settings import Settings, load_settings
+from app.settings import Settings, load_settings, share_config
 
 QUANTITY_PLACEHOLDER = "__quantity__"
 EXAMPLE_INTEGRATION = {
@@ -61,6 +62,15 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the service")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=1,
+        help="worker processes sharing the port (default 1). More than one needs PostgreSQL: "
+        "the processes agree through the database's row locks and constraints, and know "
+        "which of them are alive through its advisory locks. SQLite, the embedded default, "
+        "is one process: it allows one writer at a time, so more processes would only queue.",
+    )
     serve.set_defaults(run=_serve)
 
     migrate = commands.add_parser("migrate", help="apply the schema migrations")
@@ -92,6 +102,33 @@ def _parser() -> argparse.ArgumentParser:
     book.add_argument("account")
     book.set_defaults(run=_book)
 
+    bench = commands.add_parser(
+        "bench",
+        help="measure the service against a bare Starlette app (starts both itself)",
+        description="Start the service (one worker, log level WARNING, a fresh database) and a "
+        "bare Starlette app, drive each from a separate process at every --concurrency, print "
+        "deliveries per second, latency, memory and start-up, and verify what was stored. "
+        "A progress bar goes to stderr when it is a terminal. Exit code 1: verification "
+        "failed; 2: the bench could not run.",
+    )
+    bench.add_argument(
+        "--count", type=int, default=50000, help="deliveries per phase, at most (%(default)s)"
+    )
+    bench.add_argument(
+        "--seconds", type=float, default=10.0, help="seconds per phase, at most (%(default)s)"
+    )
+    bench.add_argument(
+        "--concurrency", default="1,32", help="levels, comma-separated (%(default)s)"
+    )
+    bench.add_argument(
+        "--database-url",
+        help="a PostgreSQL server: a fresh database is made beside this one and dropped after "
+        "(default: a fresh SQLite file under $TMPDIR)",
+    )
+    bench.add_argument("--skip-baseline", action="store_true", help="measure the service only")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.set_defaults(run=_bench)
+
     operator_commands.add(commands, _client_options)
     return parser
 
@@ -105,23 +142,50 @@ def _client_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--json", action="store_true", help="print the raw JSON answer")
 
 
+def _worker_count(text: str) -> int:
+    count = int(text)
+    if count < 1:
+        raise argparse.ArgumentTypeError("at least 1")
+    return count
+
+
 def _serve(arguments: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
-    from app import logs
+    from app import server
     from app.application import create_app
+    from app.database import is_sqlite
 
-    logs.configure(level=settings.log_level, json_lines=settings.log_format == "json")
-    uvicorn.run(
-        create_app(settings),
-        host=arguments.host or settings.host,
-        port=arguments.port or settings.port,
-        log_level=settings.log_level.lower(),
-        log_config=None,  # uvicorn's records go through the same handler
-        ws="none",
-        timeout_graceful_shutdown=5,  # open event streams must not hold a shutdown forever
+    options: dict[str, Any] = {
+        "host": arguments.host or settings.host,
+        "port": arguments.port or settings.port,
+        "log_level": settings.log_level,
+        "log_format": settings.log_format,
+    }
+    if arguments.workers == 1:
+        server.serve(create_app(settings), **options)
+        return 0
+    if is_sqlite(settings.database_url):
+        print(
+            "signalbridge: --workers needs PostgreSQL (database_url = "
+            "postgresql+asyncpg://...). SQLite, the embedded default, serves from one "
+            "process: it has one writer at a time, so more processes would only queue.",
+            file=sys.stderr,
+        )
+        return 2
+    # Each worker process builds its own app from the same config file and environment.
+    share_config(arguments.config)
+    server.serve(
+        "app.application:create_app_from_environment",
+        factory=True,
+        workers=arguments.workers,
+        **options,
     )
     return 0
+
+
+def _bench(arguments: argparse.Namespace, settings: Settings) -> int:
+    from app.bench import command
+
+    return command.run(arguments, settings)
 
 
 def _migrate(_arguments: argparse.Namespace, settings: Settings) -> int:

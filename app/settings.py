@@ -165,6 +165,9 @@ class Settings(BaseSettings):
     )
 
     database_url: str = DEFAULT_DATABASE_URL
+    database_pool_size: int = Field(
+        default=10, gt=0, description="connections per process (fixed; size it to concurrency)"
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     migrate_on_start: bool = True
@@ -265,6 +268,13 @@ def config_path(explicit: str | Path | None = None) -> Path:
     if explicit is not None:
         return Path(explicit)
     return Path(os.environ.get("SIGNALBRIDGE_CONFIG", DEFAULT_CONFIG_PATH))
+
+
+def share_config(config: str | Path | None) -> None:
+    """Name the config file in the environment (``SIGNALBRIDGE_CONFIG``), for the processes
+    this one starts (``serve --workers``): they read the same file, and the same
+    environment overrides, as the parent."""
+    os.environ["SIGNALBRIDGE_CONFIG"] = str(config_path(config).resolve())
 
 
 def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
