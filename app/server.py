@@ -10,6 +10,12 @@ from typing import Any
 
 from app import logs
 
+# What every server of this app runs with (tests/server.py too).
+OPTIONS: dict[str, Any] = {
+    "ws": "none",
+    "timeout_graceful_shutdown": 5,  # open event streams must not hold a shutdown forever
+}
+
 
 def serve(
     app: Any, *, host: str, port: int, log_level: str, log_format: str, **options: Any
@@ -27,7 +33,6 @@ def serve(
         port=port,
         log_level=log_level.lower(),
         log_config=None,  # uvicorn's records go through the same handler
-        ws="none",
-        timeout_graceful_shutdown=5,  # open event streams must not hold a shutdown forever
+        **OPTIONS,
         **options,
     )

@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 import uvicorn
 
+from app import server
+
 
 class Server:
     def __init__(self, app: Any, *, lifespan: Literal["on", "off"] = "on") -> None:
@@ -19,9 +21,8 @@ class Server:
             app,
             log_level="warning",
             lifespan=lifespan,
-            ws="none",
             interface="asgi3",
-            timeout_graceful_shutdown=5,
+            **server.OPTIONS,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
