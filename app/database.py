@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Dialect, Insert, String, Table, event
+from sqlalchemy import DateTime, Dialect, Insert, String, Table, Update, bindparam, event, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import NUMERIC
 from sqlalchemy.engine import make_url
@@ -338,11 +339,28 @@ class Database:
         await self.engine.dispose()
 
 
-async def insert_id(connection: AsyncConnection, statement: Insert) -> int:
-    """Run an INSERT and return the new row's ``id``."""
-    table = statement.table
-    result = await connection.execute(statement.returning(table.c.id))
+async def insert_id(connection: AsyncConnection, table: Table, **values: Any) -> int:
+    """Insert a row into ``table`` and return its ``id``."""
+    result = await connection.execute(_inserts(table), values)
     return int(result.scalar_one())
+
+
+async def update_row(connection: AsyncConnection, table: Table, row_id: int, **values: Any) -> None:
+    """Set ``values`` on the row of ``table`` whose ``id`` is ``row_id``."""
+    await connection.execute(_updates(table), {"row_id": row_id, **values})
+
+
+# Statements built once and run with parameters: building one per call (coercing each
+# value into a bound parameter, then computing its cache key) costs several times what
+# SQLite takes to run it.
+@functools.cache
+def _inserts(table: Table) -> Insert:
+    return table.insert().returning(table.c.id)
+
+
+@functools.cache
+def _updates(table: Table) -> Update:
+    return update(table).where(table.c.id == bindparam("row_id"))
 
 
 async def insert_or_ignore(

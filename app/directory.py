@@ -160,7 +160,7 @@ async def _upsert_user(connection: AsyncConnection, email: str, *, now: datetime
     existing = await connection.scalar(select(table.c.id).where(table.c.email == email))
     if existing is not None:
         return int(existing)
-    return await insert_id(connection, table.insert().values(email=email, created_at=now))
+    return await insert_id(connection, table, email=email, created_at=now)
 
 
 async def _upsert_account(
@@ -184,9 +184,12 @@ async def _upsert_account(
         return int(existing)
     return await insert_id(
         connection,
-        table.insert().values(
-            name=name, cash=Decimal(0), created_at=now, is_verified=is_verified, **values
-        ),
+        table,
+        name=name,
+        cash=Decimal(0),
+        created_at=now,
+        is_verified=is_verified,
+        **values,
     )
 
 
@@ -208,10 +211,7 @@ async def _upsert_integration(
         await connection.execute(update(table).where(table.c.id == existing).values(**values))
         return int(existing)
     return await insert_id(
-        connection,
-        table.insert().values(
-            name=name, provider=provider, status=status, updated_at=now, **values
-        ),
+        connection, table, name=name, provider=provider, status=status, updated_at=now, **values
     )
 
 
@@ -277,15 +277,14 @@ async def create_integration(
         raise Conflict(f"an integration named {name!r} exists")
     integration_id = await insert_id(
         connection,
-        table.insert().values(
-            name=name,
-            user_id=user_id,
-            account_id=account_id,
-            provider="proquant",
-            status="pending",
-            token_header=token_header.lower(),
-            updated_at=now,
-        ),
+        table,
+        name=name,
+        user_id=user_id,
+        account_id=account_id,
+        provider="proquant",
+        status="pending",
+        token_header=token_header.lower(),
+        updated_at=now,
     )
     token = await add_token(connection, integration_id, now=now)
     return integration_id, token
@@ -300,9 +299,10 @@ async def add_token(connection: AsyncConnection, integration_id: int, *, now: da
     token = new_token()
     await insert_id(
         connection,
-        table.insert().values(
-            integration_id=integration_id, token_sha256=token_digest(token), created_at=now
-        ),
+        table,
+        integration_id=integration_id,
+        token_sha256=token_digest(token),
+        created_at=now,
     )
     return token
 

@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import errors, schema
-from app.database import insert_id
+from app.database import insert_id, update_row
 from app.workers import Worker
 
 State = Literal["pending", "done", "ignored", "failed", "retryable", "duplicate"]
@@ -110,7 +110,7 @@ async def store(
         values |= _answer_values(answer, state=final, now=delivery.received_at)
     try:
         async with connection.begin_nested():
-            return await insert_id(connection, schema.events.insert().values(**values))
+            return await insert_id(connection, schema.events, **values)
     except IntegrityError:
         if dedupe_key is None or duplicate_of is not None:
             raise
@@ -189,9 +189,7 @@ async def finish(
         values["note"] = note
     if timings is not None:
         values["timings"] = json.dumps({k: round(v, 3) for k, v in timings.items()})
-    await connection.execute(
-        update(schema.events).where(schema.events.c.id == event_id).values(**values)
-    )
+    await update_row(connection, schema.events, event_id, **values)
 
 
 async def interrupt(

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import ledger, schema
-from app.database import insert_id
+from app.database import insert_id, update_row
 
 ZERO = Decimal(0)
 
@@ -58,18 +58,17 @@ async def post(
     transactions = schema.ledger_transactions
     transaction_id = await insert_id(
         connection,
-        transactions.insert().values(
-            account_id=account_id,
-            reference=reference,
-            kind=kind,
-            at=now,
-            fill_id=fill_id,
-            ticker=trade.ticker if trade else None,
-            side=trade.side if trade else None,
-            quantity=trade.quantity if trade else None,
-            price=trade.price if trade else None,
-            fee=trade.fee if trade else None,
-        ),
+        transactions,
+        account_id=account_id,
+        reference=reference,
+        kind=kind,
+        at=now,
+        fill_id=fill_id,
+        ticker=trade.ticker if trade else None,
+        side=trade.side if trade else None,
+        quantity=trade.quantity if trade else None,
+        price=trade.price if trade else None,
+        fee=trade.fee if trade else None,
     )
     await connection.execute(
         schema.postings.insert(),
@@ -91,9 +90,7 @@ async def post(
         # both add to the same old balance. (``cash = cash + x`` in SQL needs no read, but
         # SQLite keeps the amount as exact text, where SQL arithmetic is floating point.)
         account = schema.accounts
-        await connection.execute(
-            update(account).where(account.c.id == account_id).values(cash=current + cash)
-        )
+        await update_row(connection, account, account_id, cash=current + cash)
 
 
 async def _lock_account(connection: AsyncConnection, account_id: int) -> Decimal:

@@ -34,8 +34,7 @@ async def create(connection: AsyncConnection, name: str, *, scope: Scope, now: d
         raise Conflict(f"an API key named {name!r} exists; revoke it or pick another name")
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     await insert_id(
-        connection,
-        table.insert().values(name=name, key_sha256=digest(secret), scope=scope, created_at=now),
+        connection, table, name=name, key_sha256=digest(secret), scope=scope, created_at=now
     )
     return secret
 

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import schema
-from app.database import insert_or_ignore
+from app.database import insert_or_ignore, update_row
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +61,8 @@ async def ensure_strategy(
     wanted = strategy.enabled if enabled is None else enabled
     wanted_name = name or strategy.name
     if wanted != strategy.enabled or wanted_name != strategy.name:
-        await connection.execute(
-            update(table)
-            .where(table.c.id == strategy.id)
-            .values(enabled=wanted, name=wanted_name, updated_at=now)
+        await update_row(
+            connection, table, strategy.id, enabled=wanted, name=wanted_name, updated_at=now
         )
     return dataclasses.replace(strategy, enabled=wanted, name=wanted_name)
 
@@ -95,8 +93,4 @@ async def update_strategy(
     connection: AsyncConnection, strategy_id: int, *, now: datetime, **values: object
 ) -> None:
     """Set the operator's fields: ``paused`` and the sizing rules (None: the config's)."""
-    await connection.execute(
-        update(schema.strategies)
-        .where(schema.strategies.c.id == strategy_id)
-        .values(updated_at=now, **values)
-    )
+    await update_row(connection, schema.strategies, strategy_id, updated_at=now, **values)

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import journal, ledger, schema
 from app.broker import OrderReport
-from app.database import insert_id
+from app.database import insert_id, update_row
 from app.errors import PositionAlreadyExists
 from app.rules import AccountTerms, Direction, Funds, OrderPlan, Side, short_collateral
 from app.workers import Worker
@@ -146,11 +146,7 @@ async def position_of(connection: AsyncConnection, strategy_id: int) -> OpenPosi
 
 async def flag_position(connection: AsyncConnection, position_id: int, attention: str) -> None:
     """Mark a position for the operator's attention."""
-    await connection.execute(
-        update(schema.positions)
-        .where(schema.positions.c.id == position_id)
-        .values(attention=attention)
-    )
+    await update_row(connection, schema.positions, position_id, attention=attention)
 
 
 async def reserve_open(
@@ -173,18 +169,17 @@ async def reserve_open(
         async with connection.begin_nested():
             position_id = await insert_id(
                 connection,
-                schema.positions.insert().values(
-                    strategy_id=strategy_id,
-                    account_id=account_id,
-                    ticker=plan.instrument.ticker,
-                    direction=direction,
-                    status="opening",
-                    quantity=ZERO,
-                    cost=ZERO,
-                    realized_pnl=ZERO,
-                    provider_position_id=provider_position_id,
-                    created_at=now,
-                ),
+                schema.positions,
+                strategy_id=strategy_id,
+                account_id=account_id,
+                ticker=plan.instrument.ticker,
+                direction=direction,
+                status="opening",
+                quantity=ZERO,
+                cost=ZERO,
+                realized_pnl=ZERO,
+                provider_position_id=provider_position_id,
+                created_at=now,
             )
     except IntegrityError as exc:
         raise PositionAlreadyExists("the strategy already has an open position") from exc
@@ -258,24 +253,23 @@ async def _insert_order(
 ) -> OrderIntent:
     order_id = await insert_id(
         connection,
-        schema.orders.insert().values(
-            client_order_id=client_order_id,
-            event_id=event_id,
-            account_id=account_id,
-            strategy_id=strategy_id,
-            position_id=position_id,
-            purpose=purpose,
-            ticker=ticker,
-            symbol=symbol,
-            side=side,
-            quantity=quantity,
-            reserved=reserved,
-            status="pending",
-            filled_quantity=ZERO,
-            fee=ZERO,
-            created_at=now,
-            updated_at=now,
-        ),
+        schema.orders,
+        client_order_id=client_order_id,
+        event_id=event_id,
+        account_id=account_id,
+        strategy_id=strategy_id,
+        position_id=position_id,
+        purpose=purpose,
+        ticker=ticker,
+        symbol=symbol,
+        side=side,
+        quantity=quantity,
+        reserved=reserved,
+        status="pending",
+        filled_quantity=ZERO,
+        fee=ZERO,
+        created_at=now,
+        updated_at=now,
     )
     return OrderIntent(
         order_id=order_id,
@@ -373,14 +367,13 @@ async def apply_report(
         seen.add(fill.fill_id)
         fill_id = await insert_id(
             connection,
-            fills.insert().values(
-                order_id=intent.order_id,
-                broker_fill_id=fill.fill_id,
-                quantity=fill.quantity,
-                price=fill.price,
-                fee=fill.fee,
-                filled_at=fill.at,
-            ),
+            fills,
+            order_id=intent.order_id,
+            broker_fill_id=fill.fill_id,
+            quantity=fill.quantity,
+            price=fill.price,
+            fee=fill.fee,
+            filled_at=fill.at,
         )
         trade = ledger.Trade(intent.ticker, intent.side, fill.quantity, fill.price, fill.fee)
         await _apply_fill(connection, intent, trade, fill_id=fill_id, at=fill.at)
@@ -411,10 +404,8 @@ async def _apply_fill(
         quantity, cost = max(quantity - trade.quantity, ZERO), cost - released
     postings = ledger.trade_postings(trade, cost_released=released)
     realized -= sum((p.amount for p in postings if p.ledger_account == "pnl"), ZERO)
-    await connection.execute(
-        update(table)
-        .where(table.c.id == intent.position_id)
-        .values(quantity=quantity, cost=cost, realized_pnl=realized)
+    await update_row(
+        connection, table, intent.position_id, quantity=quantity, cost=cost, realized_pnl=realized
     )
     await journal.post(
         connection,
@@ -443,18 +434,17 @@ async def _settle(
     status = report.status
     if status == "rejected" and filled:
         status = "partially_filled"
-    await connection.execute(
-        update(orders)
-        .where(orders.c.id == intent.order_id)
-        .values(
-            status=status,
-            broker_order_id=report.broker_order_id,
-            filled_quantity=filled,
-            average_price=average,
-            fee=fee,
-            reason=report.reason,
-            updated_at=now,
-        )
+    await update_row(
+        connection,
+        orders,
+        intent.order_id,
+        status=status,
+        broker_order_id=report.broker_order_id,
+        filled_quantity=filled,
+        average_price=average,
+        fee=fee,
+        reason=report.reason,
+        updated_at=now,
     )
     quantity = (
         await connection.execute(
@@ -465,9 +455,7 @@ async def _settle(
     if intent.purpose == "open":
         if quantity == 0:
             # Nothing filled: the position never existed; the order keeps the record.
-            await connection.execute(
-                update(orders).where(orders.c.id == intent.order_id).values(position_id=None)
-            )
+            await update_row(connection, orders, intent.order_id, position_id=None)
             await connection.execute(delete(positions).where(positions.c.id == intent.position_id))
             return
         values = {"status": "open", "opened_at": now}
@@ -479,6 +467,4 @@ async def _settle(
         values = {"status": "open"}
         if filled:
             values["attention"] = f"close partially filled: {quantity} still open"
-    await connection.execute(
-        update(positions).where(positions.c.id == intent.position_id).values(**values)
-    )
+    await update_row(connection, positions, intent.position_id, **values)

@@ -76,9 +76,10 @@ class Worker:
         async with database.write() as connection:
             worker_id = await insert_id(
                 connection,
-                schema.workers.insert().values(
-                    host=socket.gethostname()[:255], pid=os.getpid(), started_at=now
-                ),
+                schema.workers,
+                host=socket.gethostname()[:255],
+                pid=os.getpid(),
+                started_at=now,
             )
             postgresql = connection.dialect.name == "postgresql"
         if not postgresql:
