@@ -29,13 +29,17 @@ cash brought back to 100,000 by a deposit or a withdrawal. The realized PnL, fee
 are compared as changes since the example began. A teardown that leaves the account unclean
 fails the next example's first check, so it cannot hide.
 
-To replay a failure: hypothesis prints the steps as code and an ``@reproduce_failure(...)``
-line; put that decorator on :class:`Trading` (or ``@seed(N)`` when it prints a seed).
+Every run draws a seed and a failure prints it: ``SIGNALBRIDGE_TEST_SEED=N pytest
+tests/test_stateful.py`` runs the same examples again. Hypothesis also prints the failing steps
+as code and an ``@reproduce_failure(...)`` line, which replays the shrunk case exactly when put
+on :class:`Trading`.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import random
 import tomllib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -43,7 +47,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, ClassVar, Literal
 
 import httpx
-from hypothesis import settings
+from hypothesis import seed, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -555,8 +559,14 @@ class Trading(RuleBasedStateMachine):
 
 
 def run(service: Service, **options: Any) -> None:
-    machine = type("Trading", (Trading,), {"service": service})
-    run_state_machine_as_test(machine, settings=settings(**options))
+    drawn = os.environ.get("SIGNALBRIDGE_TEST_SEED")
+    chosen = int(drawn) if drawn else random.randrange(2**32)
+    machine = seed(chosen)(type("Trading", (Trading,), {"service": service}))
+    try:
+        run_state_machine_as_test(machine, settings=settings(**options))
+    except BaseException as exc:
+        exc.add_note(f"hypothesis seed {chosen}: rerun with SIGNALBRIDGE_TEST_SEED={chosen}")
+        raise
 
 
 def test_random_sequences_keep_the_book_equal_to_the_model(service: Service) -> None:
