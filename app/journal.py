@@ -20,7 +20,7 @@ async def record_deposit(
     connection: AsyncConnection, account_id: int, *, amount: Decimal, reference: str, now: datetime
 ) -> bool:
     """Post a deposit (or, negative, a withdrawal) once per ``reference``."""
-    await _lock_account(connection, account_id)  # concurrent posts of one reference queue
+    await lock_account(connection, account_id)  # concurrent posts of one reference queue
     exists = await connection.scalar(
         select(schema.ledger_transactions.c.id).where(
             schema.ledger_transactions.c.reference == reference
@@ -52,9 +52,7 @@ async def post(
 ) -> None:
     if not ledger.is_balanced(postings):
         raise ValueError(f"unbalanced ledger transaction {reference}: {postings}")
-    # The account row first, before the inserts below take their foreign key's lock on it:
-    # raising that lock to the update's while a funds check waits for the row deadlocks.
-    current = await _lock_account(connection, account_id)
+    current = await lock_account(connection, account_id)  # held already for a fill
     transactions = schema.ledger_transactions
     transaction_id = await insert_id(
         connection,
@@ -93,13 +91,17 @@ async def post(
         await update_row(connection, account, account_id, cash=current + cash)
 
 
-async def _lock_account(connection: AsyncConnection, account_id: int) -> Decimal:
-    """The account's cash, its row locked to the end of the transaction as an update of it
-    locks it (``FOR NO KEY UPDATE``): funds checks (``FOR UPDATE``) and other posts wait.
-    PostgreSQL; on SQLite every write transaction holds the database's one write lock."""
+async def lock_account(connection: AsyncConnection, account_id: int) -> Decimal:
+    """The account's cash, its row locked (``FOR UPDATE``) to the end of the transaction.
+
+    Every transaction that changes an account's trading state (funds checks, order intents,
+    fills, ledger posts, deposits) takes this lock first, so on PostgreSQL they run one at a
+    time per account and always lock in the same order: taken later, after an insert's
+    foreign key had share-locked the row, it deadlocked against a funds check waiting for
+    the row. On SQLite every write transaction holds the database's one write lock.
+    """
     account = schema.accounts
-    query = select(account.c.cash).where(account.c.id == account_id)
-    query = query.with_for_update(key_share=True)
+    query = select(account.c.cash).where(account.c.id == account_id).with_for_update()
     cash: Decimal = (await connection.execute(query)).scalar_one()
     return cash
 

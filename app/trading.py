@@ -211,6 +211,7 @@ async def reserve_close(
     symbol: str,
     now: datetime,
 ) -> OrderIntent:
+    await journal.lock_account(connection, account_id)  # first, as every trading write
     claimed = await connection.execute(
         update(schema.positions)
         .where(schema.positions.c.id == position.id, schema.positions.c.status == "open")
@@ -350,6 +351,7 @@ async def apply_report(
     connection: AsyncConnection, intent: OrderIntent, report: OrderReport, *, now: datetime
 ) -> None:
     """Record the broker's answer about an intent; apply each fill once."""
+    await journal.lock_account(connection, intent.account_id)  # first, as every trading write
     orders, fills = schema.orders, schema.fills
     order = select(orders.c.status).where(orders.c.id == intent.order_id)
     if (await connection.execute(order.with_for_update())).scalar_one() != "pending":
