@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import journal, schema
-from app.database import insert_id
+from app.database import insert_id, update_row
 from app.errors import Conflict, NotFound
 from app.settings import AccountConfig, Settings
 
@@ -178,10 +178,16 @@ async def _upsert_account(
     operator's verification (``POST /api/accounts/{name}/verify``) stands."""
     table = schema.accounts
     values = {"user_id": user_id, "broker": broker, "currency": currency, "is_sandbox": is_sandbox}
-    existing = await connection.scalar(select(table.c.id).where(table.c.name == name))
+    existing = (
+        await connection.execute(
+            select(table.c.id, *(table.c[column] for column in values)).where(table.c.name == name)
+        )
+    ).first()
     if existing is not None:
-        await connection.execute(update(table).where(table.c.id == existing).values(**values))
-        return int(existing)
+        account_id, *stored = existing
+        if dict(zip(values, stored, strict=True)) != values:  # unchanged: no row lock to wait for
+            await update_row(connection, table, account_id, **values)
+        return int(account_id)
     return await insert_id(
         connection,
         table,
@@ -206,10 +212,16 @@ async def _upsert_integration(
 ) -> int:
     table = schema.integrations
     values = {"user_id": user_id, "account_id": account_id, "token_header": token_header}
-    existing = await connection.scalar(select(table.c.id).where(table.c.name == name))
+    existing = (
+        await connection.execute(
+            select(table.c.id, *(table.c[column] for column in values)).where(table.c.name == name)
+        )
+    ).first()
     if existing is not None:
-        await connection.execute(update(table).where(table.c.id == existing).values(**values))
-        return int(existing)
+        account_id, *stored = existing
+        if dict(zip(values, stored, strict=True)) != values:  # unchanged: no row lock to wait for
+            await update_row(connection, table, account_id, **values)
+        return int(account_id)
     return await insert_id(
         connection, table, name=name, provider=provider, status=status, updated_at=now, **values
     )

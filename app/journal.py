@@ -19,14 +19,15 @@ ZERO = Decimal(0)
 async def record_deposit(
     connection: AsyncConnection, account_id: int, *, amount: Decimal, reference: str, now: datetime
 ) -> bool:
-    """Post a deposit (or, negative, a withdrawal) once per ``reference``."""
-    await lock_account(connection, account_id)  # concurrent posts of one reference queue
-    exists = await connection.scalar(
-        select(schema.ledger_transactions.c.id).where(
-            schema.ledger_transactions.c.reference == reference
-        )
-    )
-    if exists is not None:
+    """Post a deposit (or, negative, a withdrawal) once per ``reference``.
+
+    Looked up before the account lock is taken, so that a start-up finding its opening
+    deposit posted never waits for another process's trading; looked up again under the
+    lock, so that concurrent posts of one reference post it once."""
+    if await is_posted(connection, reference):
+        return False
+    await lock_account(connection, account_id)
+    if await is_posted(connection, reference):
         return False
     await post(
         connection,
