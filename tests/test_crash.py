@@ -22,6 +22,7 @@ import pytest
 from tests.conftest import Service, check_invariants, dumps, envelope, signal
 from tests.fake_exchange import FakeExchange, FakeExchangeServer
 from tests.processes import Processes, ServerProcess, poll
+from tests.test_live import live_overrides
 
 STEPS = ["stored", "intent", "accepted", "recorded"]
 CLOSING_STEPS = {"intent", "accepted"}  # where a close differs from an open: the claim
@@ -156,29 +157,9 @@ def test_a_crash_after_a_live_exchange_accepted_the_order_finds_it_and_sends_not
 
 
 def _live_settings(url: str) -> dict[str, str]:
-    """The demo config with its integration trading on a ccxt account at the fake exchange."""
-    account = {
-        "name": "live",
-        "user": "demo@example.com",
-        "broker": "ccxt",
-        "exchange": "binance",
-        "sandbox": False,
-        "currency": "USDT",
-        "api_key_env": "TEST_EXCHANGE_KEY",
-        "secret_env": "TEST_EXCHANGE_SECRET",
-        "api_url": url,
-    }
-    integration = {
-        "name": "demo-proquant",
-        "user": "demo@example.com",
-        "account": "live",
-        "tokens": ["demo-token"],
-    }
-    return {
-        "accounts": dumps([account]),
-        "integrations": dumps([integration]),
-        "instruments": "[]",
-    }
+    """test_live's ccxt account at the fake exchange, as environment overrides."""
+    overrides = live_overrides(url)
+    return {key: dumps(overrides[key]) for key in ("accounts", "integrations", "instruments")}
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
