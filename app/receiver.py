@@ -321,6 +321,17 @@ class Receiver:
             state, answer = "retryable", answer_for(exc)
         except SignalbridgeError as exc:
             state, answer = "failed", answer_for(exc)
+        except Exception:
+            # A bug, not a verdict: recorded as retryable, so a redelivery (or a replay)
+            # runs the event again, settling with the broker first whatever it had sent,
+            # instead of finding it pending until this process stops.
+            log.exception(
+                "event %s failed unexpectedly; a redelivery runs it again",
+                run.dedupe_key,
+                extra={"dedupe_key": run.dedupe_key, "event_id": run.event_id},
+            )
+            unexpected = SignalbridgeError("an unexpected error; see the log")
+            state, answer = "retryable", answer_for(unexpected)
         crash_point("recorded", self._settings.crash_at)
         async with self._database.write() as connection:
             await inbox.finish(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
+import pytest
+
 from app.broker import OrderReport, OrderRequest
 from app.errors import BrokerUnavailable
 from app.instruments import instruments_by_ticker
@@ -188,3 +190,46 @@ def test_an_event_left_running_by_a_crash_is_retryable_after_restart(
     assert again.status_code == 200  # resumed: the open leg had filled, nothing is re-sent
     assert len(restarted.rows("SELECT * FROM orders")) == 1
     check_invariants(restarted)
+
+
+class BuggyBroker(PaperBroker):
+    """A paper broker with a bug: its first submit raises an unexpected error, before the
+    order went through or, with ``after_placing``, after."""
+
+    after_placing = False
+    raised = False
+
+    async def submit(self, order: OrderRequest) -> OrderReport:
+        if not self.raised:
+            self.raised = True
+            if self.after_placing:
+                await super().submit(order)
+            raise RuntimeError("a bug")
+        return await super().submit(order)
+
+
+@pytest.mark.parametrize("after_placing", [False, True])
+def test_an_unexpected_error_is_500_and_a_redelivery_executes_once(
+    start_service: ServiceFactory, after_placing: bool
+) -> None:
+    """A bug mid-event leaves it retryable, not pending until the process stops: the
+    redelivery settles what the broker did, then finishes the event once."""
+    instruments = instruments_by_ticker(load_settings(CONFIG).instruments)
+    broker = BuggyBroker(instruments, currency="USD", cash=Decimal(100000))
+    broker.after_placing = after_placing
+    service = start_service(brokers={"demo-paper": broker})
+    body = envelope("SIGNAL_OPEN", signal(), timestamp=service.clock.milliseconds())
+
+    first = service.post(body)
+
+    assert first.status_code == 500
+    assert first.json()["error"] == "internal_error"
+    assert [row["state"] for row in service.rows("SELECT state FROM events")] == ["retryable"]
+
+    again = service.post(body)
+
+    assert again.status_code == 200
+    statuses = [row["status"] for row in service.rows("SELECT status FROM orders ORDER BY id")]
+    assert statuses == (["filled"] if after_placing else ["rejected", "filled"])
+    assert len(service.api("/api/positions", status="open")["positions"]) == 1
+    check_invariants(service)
