@@ -59,7 +59,9 @@ INTEGRATION_STATUS = {
     "INTEGRATION_REJECTED": "rejected",
     "INTEGRATION_DELETED": "deleted",
 }
-POLL_SECONDS = 0.01
+# A repeat looks at its first delivery after 5 ms, then waits twice as long each time, up to
+# 100 ms: a burst of repeats must not flood the database while the first one runs.
+REPEAT_POLL_SECONDS = (0.005, 0.1)
 OPERATOR_CLOSE = "OPERATOR_CLOSE"  # an inbox event type of our own: the operator's hand close
 KNOWN_TYPES = SIGNAL_TYPES | STRATEGY_TYPES | INTEGRATION_TYPES  # bounded metric labels
 
@@ -267,6 +269,7 @@ class Receiver:
     ) -> inbox.Answer:
         """A repeat of a claimed key: wait for the first to finish, answer what it answered."""
         deadline = time.monotonic() + self._settings.duplicate_wait_seconds
+        poll, longest = REPEAT_POLL_SECONDS
         while True:
             async with self._database.read() as connection:
                 first = await inbox.first_delivery(connection, key)
@@ -289,7 +292,8 @@ class Receiver:
                     BrokerUnavailable("the first delivery of this event is still running")
                 )
                 break
-            await asyncio.sleep(POLL_SECONDS)
+            await asyncio.sleep(poll)
+            poll = min(poll * 2, longest)
         async with self._database.write() as connection:
             await inbox.store(
                 connection,
