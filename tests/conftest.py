@@ -213,21 +213,27 @@ async def _postgres_admin(sql: str) -> None:
         await connection.close()
 
 
+def postgres_url() -> str:
+    """The test PostgreSQL server's URL; without one, skip the calling test and say why."""
+    if POSTGRES_URL is None:
+        pytest.skip(
+            "PostgreSQL half: set SIGNALBRIDGE_TEST_POSTGRES_URL, e.g. "
+            "postgresql+asyncpg://postgres@127.0.0.1:5432/test (.ci/run does)"
+        )
+    return POSTGRES_URL
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty database: a SQLite file, or a new PostgreSQL database."""
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path}/signalbridge.db"
         return
-    if POSTGRES_URL is None:
-        pytest.skip(
-            "PostgreSQL half: set SIGNALBRIDGE_TEST_POSTGRES_URL, e.g. "
-            "postgresql+asyncpg://postgres@127.0.0.1:5432/test (.ci/run does)"
-        )
+    server = postgres_url()
     name = f"signalbridge_test_{uuid.uuid4().hex[:12]}"
     asyncio.run(_postgres_admin(f"CREATE DATABASE {name}"))
     try:
-        yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+        yield server.rsplit("/", 1)[0] + f"/{name}"
     finally:
         asyncio.run(_postgres_admin(f"DROP DATABASE {name} WITH (FORCE)"))
 

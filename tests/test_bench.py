@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from app.cli import main
-from tests.conftest import CONFIG, POSTGRES_URL
+from tests.conftest import CONFIG, postgres_url
 
 SMALL = ["--count", "40", "--seconds", "10", "--concurrency", "1,4"]
 
@@ -89,19 +89,15 @@ def test_bounds_are_checked_before_anything_starts(
 def test_bench_on_postgresql_uses_a_fresh_database_and_drops_it(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    if POSTGRES_URL is None:
-        pytest.skip(
-            "PostgreSQL half: set SIGNALBRIDGE_TEST_POSTGRES_URL, e.g. "
-            "postgresql+asyncpg://postgres@127.0.0.1:5432/test (.ci/run does)"
-        )
-    before = asyncio.run(bench_databases(POSTGRES_URL))
-    code, results = bench(capsys, *SMALL, "--skip-baseline", "--database-url", POSTGRES_URL)
+    server = postgres_url()
+    before = asyncio.run(bench_databases(server))
+    code, results = bench(capsys, *SMALL, "--skip-baseline", "--database-url", server)
     assert code == 0, results["verification"]
     assert results["verified"] is True
     assert results["machine"]["database"] == "postgresql"
     assert results["baseline"] is None
     assert_measured(results["service"])
-    assert asyncio.run(bench_databases(POSTGRES_URL)) == before
+    assert asyncio.run(bench_databases(server)) == before
 
 
 async def bench_databases(url: str) -> set[str]:
