@@ -14,7 +14,7 @@ from sqlalchemy import Insert, select, text
 from sqlalchemy.exc import StatementError
 
 from app import migrate, schema
-from app.database import Database, create_engine
+from app.database import Database, create_engine, insert_id, update_row
 
 
 @pytest.fixture
@@ -53,6 +53,11 @@ async def test_floats_are_refused(database: Database) -> None:
         statement = _account(cash=0.1)
         with pytest.raises(StatementError, match="must be Decimal"):
             await connection.execute(statement)
+        # The prebuilt statements the write path runs refuse them the same way.
+        with pytest.raises(StatementError, match="must be Decimal"):
+            await insert_id(connection, schema.accounts, **_account(cash=0.1).compile().params)
+        with pytest.raises(StatementError, match="must be Decimal"):
+            await update_row(connection, schema.accounts, 1, cash=0.1)
 
 
 @pytest.mark.anyio
