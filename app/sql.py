@@ -1,0 +1,315 @@
+"""Statements built once with SQLAlchemy Core and run straight on the driver's connection.
+
+A delivery's write path runs a few dozen small statements. Through SQLAlchemy's async
+layer each one costs tens of microseconds of Python (the greenlet bridge, the compiled
+cache's key, parameter and result processing); SQLite runs it in one or two. So the write
+path keeps SQLAlchemy for what it is best at, the schema and the SQL text of each dialect,
+and runs the statements itself:
+
+- a :class:`Statement` is a Core statement compiled once per dialect, with the schema's
+  own bind and result processors (``ExactDecimal``, ``UTCDateTime``), so values are stored
+  and read exactly as through SQLAlchemy;
+- a :class:`Tx` runs statements on the raw connection: ``sqlite3`` inline on the loop's
+  thread, ``asyncpg`` natively (its prepared-statement cache keeps each statement parsed).
+
+Both databases' unique violations arrive as :class:`UniqueViolation`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import ColumnElement, Dialect, Table, bindparam, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
+
+if TYPE_CHECKING:  # imported when a PostgreSQL database is used: SQLite-only servers stay small
+    import asyncpg
+
+Processor = Callable[[Any], Any] | None
+Row = tuple[Any, ...]
+_SQLITE_UNIQUE = frozenset({sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY})
+_NO_DEFAULT = object()
+
+
+class UniqueViolation(Exception):
+    """A unique constraint or unique index refused the row."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    sql: str
+    params: tuple[tuple[str, Any, Processor], ...]  # name, value when not given, processor
+    names: frozenset[str]
+    results: tuple[Processor, ...]
+    processes_results: bool
+
+    def bind(self, values: Mapping[str, Any]) -> list[Any]:
+        """The parameters in order; a name the statement does not have is refused, not
+        ignored (a misspelt one would otherwise leave a column unset, or its default)."""
+        if not self.names.issuperset(values):
+            unknown = sorted(set(values) - self.names)
+            raise KeyError(f"the statement has no parameter {', '.join(unknown)}")
+        bound = []
+        for name, default, process in self.params:
+            value = values.get(name, default)
+            if value is _NO_DEFAULT:
+                raise KeyError(f"statement parameter {name!r} was not given")
+            bound.append(value if process is None or value is None else process(value))
+        return bound
+
+    def rows(self, rows: Sequence[Sequence[Any]]) -> list[Row]:
+        if not self.processes_results:
+            return [tuple(row) for row in rows]
+        results = self.results
+        return [
+            tuple(
+                [
+                    value if process is None or value is None else process(value)
+                    for process, value in zip(results, row, strict=True)
+                ]
+            )
+            for row in rows
+        ]
+
+
+class Statement:
+    """A Core statement (select, insert, update, delete) compiled once per dialect.
+
+    Parameters are ``bindparam`` names; a literal in the statement (``status == "open"``)
+    is bound with its own value. Expanding parameters (``IN`` over a list) are refused.
+    ``clause`` may also be a function of the dialect's name, for a statement written in
+    each dialect's own terms (``INSERT ... ON CONFLICT``).
+    """
+
+    __slots__ = ("_compiled", "clause")
+
+    def __init__(self, clause: ClauseElement | Callable[[str], ClauseElement]) -> None:
+        self.clause = clause
+        self._compiled: dict[str, _Compiled] = {}
+
+    def compiled(self, dialect: Dialect) -> _Compiled:
+        found = self._compiled.get(dialect.name)
+        if found is None:
+            clause = self.clause if isinstance(self.clause, ClauseElement) else None
+            if clause is None:
+                assert callable(self.clause)
+                clause = self.clause(dialect.name)
+            found = self._compiled[dialect.name] = _compile(clause, dialect)
+        return found
+
+
+def _compile(clause: ClauseElement, dialect: Dialect) -> _Compiled:
+    compiled = clause.compile(dialect=dialect)
+    assert isinstance(compiled, SQLCompiler)
+    params = []
+    for name in compiled.positiontup or []:
+        bind = compiled.binds[name]
+        if bind.expanding:
+            raise ValueError(f"expanding parameter {name!r} is not supported here")
+        default = _NO_DEFAULT if bind.required else bind.effective_value
+        # dialect_impl: the dialect's own type (SQLite's DATETIME text), as SQLAlchemy uses.
+        params.append((name, default, bind.type.dialect_impl(dialect).bind_processor(dialect)))
+    columns: Sequence[Any] = (
+        getattr(clause, "selected_columns", None) or getattr(clause, "exported_columns", None) or ()
+    )
+    results = tuple(
+        column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+    )
+    return _Compiled(
+        sql=compiled.string,
+        params=tuple(params),
+        names=frozenset(name for name, _, _ in params),
+        results=results,
+        processes_results=any(process is not None for process in results),
+    )
+
+
+class Tx:
+    """Statements in one transaction the caller owns (or, for reads, each on its own)."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+
+    async def rows(self, statement: Statement, **params: Any) -> list[Row]:
+        raise NotImplementedError
+
+    async def run(self, statement: Statement, **params: Any) -> int:
+        """Run a statement that returns no rows; the number of rows it touched."""
+        raise NotImplementedError
+
+    async def run_many(self, statement: Statement, rows: Sequence[Mapping[str, Any]]) -> None:
+        raise NotImplementedError
+
+    def savepoint(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """A nested transaction: an exception rolls back only what ran inside it."""
+        raise NotImplementedError
+
+    async def first(self, statement: Statement, **params: Any) -> Row | None:
+        rows = await self.rows(statement, **params)
+        return rows[0] if rows else None
+
+    async def one(self, statement: Statement, **params: Any) -> Row:
+        rows = await self.rows(statement, **params)
+        if len(rows) != 1:
+            raise LookupError(f"expected one row, found {len(rows)}")
+        return rows[0]
+
+    async def scalar(self, statement: Statement, **params: Any) -> Any:
+        """The first column of the first row; None when there is no row."""
+        row = await self.first(statement, **params)
+        return None if row is None else row[0]
+
+    async def scalars(self, statement: Statement, **params: Any) -> list[Any]:
+        return [row[0] for row in await self.rows(statement, **params)]
+
+
+class SqliteTx(Tx):
+    """On a ``sqlite3`` connection, inline: a statement on a small transaction takes
+    microseconds, less than a hop to another thread would."""
+
+    def __init__(self, connection: sqlite3.Connection, dialect: Dialect) -> None:
+        super().__init__(dialect)
+        self._connection = connection
+        self._depth = 0
+
+    def _execute(self, statement: Statement, params: Mapping[str, Any]) -> tuple[Any, Any]:
+        compiled = statement.compiled(self.dialect)
+        try:
+            return compiled, self._connection.execute(compiled.sql, compiled.bind(params))
+        except sqlite3.IntegrityError as exc:
+            if exc.sqlite_errorcode in _SQLITE_UNIQUE:
+                raise UniqueViolation(str(exc)) from exc
+            raise
+
+    async def rows(self, statement: Statement, **params: Any) -> list[Row]:
+        compiled, cursor = self._execute(statement, params)
+        result: list[Row] = compiled.rows(cursor.fetchall())
+        return result
+
+    async def run(self, statement: Statement, **params: Any) -> int:
+        _, cursor = self._execute(statement, params)
+        count: int = cursor.rowcount
+        return count
+
+    async def run_many(self, statement: Statement, rows: Sequence[Mapping[str, Any]]) -> None:
+        compiled = statement.compiled(self.dialect)
+        self._connection.executemany(compiled.sql, [compiled.bind(row) for row in rows])
+
+    @contextlib.asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        name = f"tx{self._depth}"
+        self._depth += 1
+        self._connection.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self._connection.execute(f"ROLLBACK TO {name}")
+            self._connection.execute(f"RELEASE {name}")
+            raise
+        else:
+            self._connection.execute(f"RELEASE {name}")
+        finally:
+            self._depth -= 1
+
+
+class PostgresTx(Tx):
+    """On an ``asyncpg`` connection."""
+
+    def __init__(self, connection: asyncpg.Connection, dialect: Dialect) -> None:
+        import asyncpg  # here, not at the top: see TYPE_CHECKING above
+
+        super().__init__(dialect)
+        self._connection = connection
+        self._unique_violation: type[Exception] = asyncpg.UniqueViolationError
+
+    async def rows(self, statement: Statement, **params: Any) -> list[Row]:
+        compiled = statement.compiled(self.dialect)
+        try:
+            records = await self._connection.fetch(compiled.sql, *compiled.bind(params))
+        except self._unique_violation as exc:
+            raise UniqueViolation(str(exc)) from exc
+        return compiled.rows(records)
+
+    async def run(self, statement: Statement, **params: Any) -> int:
+        compiled = statement.compiled(self.dialect)
+        try:
+            status = await self._connection.execute(compiled.sql, *compiled.bind(params))
+        except self._unique_violation as exc:
+            raise UniqueViolation(str(exc)) from exc
+        return int(status.rsplit(" ", 1)[-1])  # "UPDATE 1", "INSERT 0 1", ...
+
+    async def run_many(self, statement: Statement, rows: Sequence[Mapping[str, Any]]) -> None:
+        compiled = statement.compiled(self.dialect)
+        await self._connection.executemany(compiled.sql, [compiled.bind(row) for row in rows])
+
+    @contextlib.asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        async with self._connection.transaction():  # nested: a SAVEPOINT
+            yield
+
+
+def insert_statement(table: Table, columns: Sequence[str]) -> Statement:
+    """``INSERT INTO table (columns) VALUES (...) RETURNING id``, built once per column set."""
+    return _insert_statement(table, tuple(sorted(columns)))
+
+
+@functools.cache
+def _insert_statement(table: Table, columns: tuple[str, ...]) -> Statement:
+    values = {name: bindparam(name, type_=table.c[name].type) for name in columns}
+    return Statement(table.insert().values(values).returning(table.c.id))
+
+
+@functools.cache
+def _update_statement(table: Table, columns: tuple[str, ...]) -> Statement:
+    values = {name: bindparam(name, type_=table.c[name].type) for name in columns}
+    return Statement(update(table).where(table.c.id == bindparam("row_id")).values(values))
+
+
+def insert_or_ignore(
+    table: Table,
+    columns: Sequence[str],
+    *,
+    unique: Sequence[str],
+    returning: ColumnElement[Any] | None = None,
+) -> Statement:
+    """INSERT that does nothing when a row with the same ``unique`` columns exists (both
+    databases' ``ON CONFLICT DO NOTHING``), so concurrent creators never collide. With
+    ``returning``, that column of the new row; no row when nothing was inserted."""
+
+    def build(dialect: str) -> ClauseElement:
+        module = postgresql if dialect == "postgresql" else sqlite
+        values = {name: bindparam(name, type_=table.c[name].type) for name in columns}
+        insert = module.insert(table).values(values).on_conflict_do_nothing(index_elements=unique)
+        built: ClauseElement = insert if returning is None else insert.returning(returning)
+        return built
+
+    return Statement(build)
+
+
+async def tx_on(connection: AsyncConnection) -> Tx:
+    """These statements inside a transaction SQLAlchemy opened, for the write path's
+    functions called from colder code (start-up, the operator's API)."""
+    raw: Any = (await connection.get_raw_connection()).driver_connection
+    if connection.dialect.name == "postgresql":
+        # asyncpg's transaction begins with SQLAlchemy's first statement: run one.
+        await connection.exec_driver_sql("SELECT 1")
+        return PostgresTx(raw, connection.dialect)
+    return SqliteTx(raw.sqlite, connection.dialect)
+
+
+async def insert_id(tx: Tx, table: Table, **values: Any) -> int:
+    """Insert a row into ``table`` and return its ``id``."""
+    return int(await tx.scalar(insert_statement(table, list(values)), **values))
+
+
+async def update_row(tx: Tx, table: Table, row_id: int, **values: Any) -> None:
+    """Set ``values`` on the row of ``table`` whose ``id`` is ``row_id``."""
+    await tx.run(_update_statement(table, tuple(sorted(values))), row_id=row_id, **values)

@@ -1,0 +1,113 @@
+"""The write path's statements (app/sql.py), on real SQLite and PostgreSQL databases."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import bindparam, select
+
+from app import migrate, schema, sql
+from app.database import Database, create_engine
+
+NOW = datetime(2026, 1, 1, 12, 30, tzinfo=UTC)
+_USER = sql.Statement(
+    schema.users.insert().values(email=bindparam("email"), created_at=bindparam("created_at"))
+)
+_EMAILS = sql.Statement(select(schema.users.c.email).order_by(schema.users.c.id))
+_ACCOUNT = sql.Statement(
+    select(schema.accounts.c.cash, schema.accounts.c.created_at, schema.accounts.c.is_sandbox)
+)
+_BY_STATUS = sql.Statement(
+    select(schema.integrations.c.id).where(schema.integrations.c.status == "approved")
+)
+
+
+async def _database(url: str) -> Database:
+    database = Database(create_engine(url))
+    await migrate.upgrade(database.engine)
+    return database
+
+
+def test_values_round_trip_exactly_through_the_schemas_types(database_url: str) -> None:
+    """A Decimal past 15 digits, an aware datetime and a boolean come back as they went in,
+    and as SQLAlchemy itself reads them."""
+
+    async def check() -> None:
+        database = await _database(database_url)
+        try:
+            cash = Decimal("12345678901234567890.123456789012345678")
+            async with database.transaction() as tx:
+                user_id = await sql.insert_id(tx, schema.users, email="a@b.c", created_at=NOW)
+                await sql.insert_id(
+                    tx,
+                    schema.accounts,
+                    name="a",
+                    user_id=user_id,
+                    broker="paper",
+                    currency="USD",
+                    is_sandbox=True,
+                    is_verified=False,
+                    cash=cash,
+                    created_at=NOW,
+                )
+            async with database.snapshot() as tx:
+                assert await tx.one(_ACCOUNT) == (cash, NOW, True)
+            async with database.read() as connection:
+                assert (await connection.execute(_ACCOUNT.clause)).one() == (cash, NOW, True)  # type: ignore[call-overload]
+        finally:
+            await database.dispose()
+
+    asyncio.run(check())
+
+
+def test_unique_violations_savepoints_and_row_counts(database_url: str) -> None:
+    """Both drivers' unique violations arrive as UniqueViolation; a savepoint undoes only
+    what ran inside it; run() counts the rows it touched; a literal is bound by itself."""
+
+    async def check() -> None:
+        database = await _database(database_url)
+        try:
+            async with database.transaction() as tx:
+                await tx.run(_USER, email="a@b.c", created_at=NOW)
+
+                async def b_then_a_again() -> None:
+                    async with tx.savepoint():
+                        await tx.run(_USER, email="b@b.c", created_at=NOW)
+                        await tx.run(_USER, email="a@b.c", created_at=NOW)
+
+                with pytest.raises(sql.UniqueViolation):
+                    await b_then_a_again()
+                await tx.run(_USER, email="c@b.c", created_at=NOW)
+                await sql.update_row(tx, schema.users, 1, email="z@b.c")
+            async with database.snapshot() as tx:
+                assert await tx.scalars(_EMAILS) == ["z@b.c", "c@b.c"]
+                assert await tx.rows(_BY_STATUS) == []
+            changed = sql.Statement(
+                schema.users.update()
+                .where(schema.users.c.email.like(bindparam("pattern")))
+                .values(email=schema.users.c.email + "x")
+            )
+            async with database.transaction() as tx:
+                assert await tx.run(changed, pattern="%@b.c") == 2
+        finally:
+            await database.dispose()
+
+    asyncio.run(check())
+
+
+def test_a_missing_or_unknown_parameter_and_a_float_are_refused() -> None:
+    dialect = create_engine("sqlite+aiosqlite:///unused.db").dialect
+    compiled = _USER.compiled(dialect)
+    with pytest.raises(KeyError, match="email"):
+        compiled.bind({"created_at": NOW})
+    with pytest.raises(KeyError, match="no parameter mail"):
+        compiled.bind({"email": "a@b.c", "mail": "a@b.c", "created_at": NOW})
+    cash = sql.insert_statement(schema.accounts, ["cash"]).compiled(dialect)
+    with pytest.raises(TypeError, match="must be Decimal"):
+        cash.bind({"cash": 1.5})
+    expanding = sql.Statement(select(schema.users.c.id).where(schema.users.c.id.in_([1, 2])))
+    with pytest.raises(ValueError, match="expanding"):
+        expanding.compiled(dialect)
