@@ -14,9 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app import directory, journal, queries, schema, strategies
+from app import directory, journal, queries, schema, sql, strategies
 from app.api import require_key, whole
-from app.database import insert_or_ignore
 from app.errors import Conflict, InsufficientCash, MalformedBody, NotFound
 from app.paper import PaperBroker
 from app.protocol import load_json
@@ -80,13 +79,11 @@ async def resume(request: Request) -> Response:
 
 async def _update_strategy(request: Request, strategy_id: int, changes: dict[str, Any]) -> Response:
     services = request.state.services
-    async with services.database.write() as connection:
-        if await strategies.strategy_by_id(connection, strategy_id) is None:
+    async with services.database.transaction() as tx:
+        if await strategies.strategy_by_id(tx, strategy_id) is None:
             raise NotFound(f"no strategy {strategy_id}")
         if changes:
-            await strategies.update_strategy(
-                connection, strategy_id, now=services.clock(), **changes
-            )
+            await strategies.update_strategy(tx, strategy_id, now=services.clock(), **changes)
     async with services.database.read() as connection:
         found = [s for s in await queries.strategies(connection) if s["id"] == strategy_id]
     return JSON(found[0])
@@ -148,10 +145,11 @@ async def _move_money(request: Request, *, sign: int) -> Response:
         kind = "deposit" if amount > 0 else "withdrawal"
         reference = f"{kind}:{name}:{key}"
         # A retry of a withdrawal already posted is answered as one, whatever the cash is now.
-        if amount < 0 and cash + amount < 0 and not await journal.is_posted(connection, reference):
+        tx = await sql.tx_on(connection)
+        if amount < 0 and cash + amount < 0 and not await journal.is_posted(tx, reference):
             raise InsufficientCash(f"{name} has {cash} in cash; cannot withdraw {-amount}")
         recorded = await journal.record_deposit(
-            connection, account_id, amount=amount, reference=reference, now=services.clock()
+            tx, account_id, amount=amount, reference=reference, now=services.clock()
         )
     async with services.database.read() as connection:
         book = await queries.book(connection, name)
@@ -165,6 +163,9 @@ class NewUser(BaseModel):
     email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
 
 
+_NEW_USER = sql.insert_or_ignore(schema.users, ["email", "created_at"], unique=["email"])
+
+
 async def users(request: Request) -> Response:
     """Users; a new user gets a sandbox paper account, ``sandbox-<user id>``."""
     services = request.state.services
@@ -175,11 +176,8 @@ async def users(request: Request) -> Response:
                 select(schema.users.c.id).where(schema.users.c.email == user.email)
             )
             if known is None:
-                await insert_or_ignore(
-                    connection,
-                    schema.users,
-                    {"email": user.email, "created_at": services.clock()},
-                    unique=["email"],
+                await (await sql.tx_on(connection)).run(
+                    _NEW_USER, email=user.email, created_at=services.clock()
                 )
                 user_id = await connection.scalar(
                     select(schema.users.c.id).where(schema.users.c.email == user.email)
@@ -309,7 +307,8 @@ async def rotate(request: Request) -> Response:
     async with services.database.write() as connection:
         integration_id = await directory.integration_id_by_name(connection, name)
         token = await directory.add_token(connection, integration_id, now=services.clock())
-        header = (await directory.integration_by_id(connection, integration_id)).token_header
+        tx = await sql.tx_on(connection)
+        header = (await directory.integration_by_id(tx, integration_id)).token_header
     return JSON(_handover(services, header, token), status_code=201)
 
 
@@ -345,7 +344,7 @@ async def register(request: Request) -> Response:
         raise Conflict("set provider_api_url to register integrations with the provider")
     async with services.database.write() as connection:
         integration_id = await directory.integration_id_by_name(connection, name)
-        integration = await directory.integration_by_id(connection, integration_id)
+        integration = await directory.integration_by_id(await sql.tx_on(connection), integration_id)
         email = await queries.integration_user(connection, integration_id)
         token = await directory.add_token(connection, integration_id, now=services.clock())
     handover = _handover(services, integration.token_header, token)

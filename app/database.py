@@ -19,23 +19,27 @@ import asyncio
 import contextlib
 import functools
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import DateTime, Dialect, Insert, String, Table, Update, bindparam, event, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import NUMERIC
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
-    AsyncTransaction,
     create_async_engine,
 )
 from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from app.sql import PostgresTx, SqliteTx, Tx
+
+if TYPE_CHECKING:  # imported when a PostgreSQL database is used: SQLite-only servers stay small
+    import asyncpg
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
 
@@ -69,6 +73,16 @@ class ExactDecimal(TypeDecorator[Decimal]):
             return None
         return value if isinstance(value, Decimal) else Decimal(value)
 
+    def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any] | None:
+        """PostgreSQL's driver gives Decimals already; SQLite's text becomes one."""
+        if dialect.name == "postgresql":
+            return None
+        return _decimal_or_none
+
+
+def _decimal_or_none(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """An aware UTC datetime in both databases (SQLite keeps no zone of its own)."""
@@ -88,6 +102,22 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        """On SQLite, the text SQLAlchemy's DATETIME stores (``YYYY-MM-DD HH:MM:SS.ffffff``)
+        written in one step: its own processor formats through a dict, several times
+        slower, and a delivery binds a dozen datetimes."""
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def process(value: datetime | None) -> str | None:
+            if value is None:
+                return None
+            if value.tzinfo is None:
+                raise ValueError("datetimes must be timezone-aware")
+            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+        return process
 
 
 def is_sqlite(url: str) -> bool:
@@ -140,6 +170,21 @@ def _use_sqlite_recipe(engine: AsyncEngine) -> None:
     def _on_begin(connection: Any) -> None:
         readonly = connection.get_execution_options().get("readonly", False)
         connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+async def begin_immediate(connection: sqlite3.Connection, sql: str = "BEGIN IMMEDIATE") -> None:
+    """BEGIN at once when the database is free; wait for another process's write lock
+    (the busy timeout) in a thread, never on the loop."""
+    connection.execute("PRAGMA busy_timeout=0")
+    try:
+        connection.execute(sql)
+        return
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+            raise
+    finally:
+        connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
+    await asyncio.to_thread(connection.execute, sql)
 
 
 class _InlineCursor:
@@ -217,19 +262,8 @@ class _InlineConnection:
         return await self.cursor().execute(sql, parameters)
 
     async def begin(self, cursor: sqlite3.Cursor, sql: str) -> None:
-        """BEGIN at once when the database is free; wait for another process's write
-        lock (the busy timeout) in a thread, never on the loop."""
         self._changes_at_begin = self._connection.total_changes
-        self._connection.execute("PRAGMA busy_timeout=0")
-        try:
-            cursor.execute(sql)
-            return
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
-                raise
-        finally:
-            self._connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
-        await asyncio.to_thread(cursor.execute, sql)
+        await begin_immediate(self._connection, sql)
 
     async def create_function(self, *args: Any, **kwargs: Any) -> None:
         self._connection.create_function(*args, **kwargs)
@@ -249,20 +283,27 @@ class _InlineConnection:
     def stop(self) -> None:
         self._connection.close()
 
+    @property
+    def sqlite(self) -> sqlite3.Connection:
+        return self._connection
+
 
 class Database:
-    """The engine plus the two ways in: ``write()`` and ``read()``, each one transaction.
+    """The engine and the ways in: :meth:`transaction` and :meth:`snapshot` for the write
+    path's statements (:mod:`app.sql`, on the driver's own connections), :meth:`write`
+    and :meth:`read` for SQLAlchemy's (start-up, the operator's API, reconciliation).
 
     On SQLite every write runs on one connection, in order, with group commit: the first
-    writer opens a transaction (``BEGIN IMMEDIATE``), each ``write()`` is a savepoint in
-    it (a failure rolls back only its own work), and one COMMIT makes everything written
-    meanwhile durable at once. ``write()`` returns only after that COMMIT, so what a caller
-    does next (call a broker, answer) happens after its writes are on disk, exactly as
-    with a transaction of its own. A crash before the COMMIT loses the whole batch, and
-    no caller has acted on any of it. Correctness still comes from the database: the lock
-    here only orders this process's writers.
+    writer opens a transaction (``BEGIN IMMEDIATE``), each :meth:`transaction` is a
+    savepoint in it (a failure rolls back only its own work), and one COMMIT makes
+    everything written meanwhile durable at once. A write's caller acts on it (calls a
+    broker, answers) only after that COMMIT, exactly as with a transaction of its own. A
+    crash before the COMMIT loses the whole batch, and no caller has acted on any of it.
+    Correctness still comes from the database: the lock here only orders this process's
+    writers. Snapshot reads run on a reader connection of their own, inline.
 
-    On PostgreSQL each ``write()`` is its own transaction on a pooled connection.
+    On PostgreSQL each transaction is its own, on a pooled ``asyncpg`` connection (a pool
+    the size of the engine's).
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -270,58 +311,134 @@ class Database:
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._write_lock = asyncio.Lock()
         self._writer: AsyncConnection | None = None
-        self._batch: AsyncTransaction | None = None
-        self._committed: asyncio.Future[None] | None = None
+        self._raw: sqlite3.Connection | None = None  # the writer's own sqlite3 connection
+        self._committed: asyncio.Future[None] | None = None  # the open batch's commit
         self._committer: asyncio.Task[None] | None = None
+        self._commits: ThreadPoolExecutor | None = None  # where COMMIT waits for the disk
+        self._reader: sqlite3.Connection | None = None  # SQLite: snapshot()'s connection
+        self._pool: asyncpg.Pool | None = None  # PostgreSQL: transaction()'s connections
+        self._pool_lock = asyncio.Lock()
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction of SQLAlchemy's (start-up, the operator's API): on SQLite the open
+        batch commits first, then this runs on the writer on its own."""
         if not self.is_sqlite:
             async with self.engine.begin() as connection:
                 yield connection
             return
         async with self._write_lock:
+            await self._commit_batch()
             connection = await self._writer_connection()
-            if self._batch is None:
-                self._batch = await connection.begin()
-                self._committed = asyncio.get_running_loop().create_future()
-                self._committer = asyncio.create_task(self._commit())
-            committed = self._committed
-            assert committed is not None
-            async with connection.begin_nested():
+            async with connection.begin():
                 yield connection
-        await asyncio.shield(committed)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, pending: Pending | None = None) -> AsyncIterator[Tx]:
+        """One write transaction for the statements of :mod:`app.sql`.
+
+        On SQLite it is a savepoint in the open batch. Without ``pending`` it returns
+        once the batch is committed; with ``pending`` it returns at once and notes the
+        batch's commit there: the caller awaits ``pending.durable()`` before anything
+        that must follow its writes (a broker call, an answer). A delivery's writes
+        thus share one wait for the disk, where each used to wait on its own. On
+        PostgreSQL each transaction commits as it ends.
+        """
+        if not self.is_sqlite:
+            async with self._acquire() as connection, connection.transaction():
+                yield PostgresTx(connection, self.engine.dialect)
+            return
+        async with self._write_lock:
+            committed = await self._join_batch()
+            assert self._raw is not None
+            tx = SqliteTx(self._raw, self.engine.dialect)
+            async with tx.savepoint():
+                yield tx
+        if pending is None:
+            await asyncio.shield(committed)
+        else:
+            pending.add(committed)
+
+    @contextlib.asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[Tx]:
+        """Reads for the statements of :mod:`app.sql`, each statement on its own (no
+        transaction around them): what is committed when it runs."""
+        if not self.is_sqlite:
+            async with self._acquire() as connection:
+                yield PostgresTx(connection, self.engine.dialect)
+            return
+        if self._reader is None:
+            database = self.engine.url.database or ":memory:"
+            reader = await asyncio.to_thread(_open_sqlite, database)
+            if self._reader is None:
+                self._reader = reader
+            else:  # another first read opened one meanwhile
+                reader.close()
+        yield SqliteTx(self._reader, self.engine.dialect)
+
+    async def _join_batch(self) -> asyncio.Future[None]:
+        """The open batch's commit, beginning a batch if none is open; under the write
+        lock. The batch is the writer's own transaction, begun and committed on its
+        ``sqlite3`` connection without SQLAlchemy."""
+        if self._committed is None:
+            await self._writer_connection()
+            assert self._raw is not None
+            await begin_immediate(self._raw)
+            self._committed = asyncio.get_running_loop().create_future()
+            self._committer = asyncio.create_task(self._commit())
+        return self._committed
 
     async def _commit(self) -> None:
         """Commit the open batch. Queued on the write lock behind the writers already
         waiting when the batch began, so they join it; later writers start the next."""
         async with self._write_lock:
-            batch, committed = self._batch, self._committed
-            self._batch = self._committed = None
-            assert batch is not None
-            assert committed is not None
-            try:
-                await batch.commit()
-            except BaseException as exc:
-                await self._drop_writer()
-                committed.set_exception(exc)
-                committed.exception()  # retrieved: each writer re-raises it
-                if not isinstance(exc, Exception):
-                    raise
-            else:
-                committed.set_result(None)
+            await self._commit_batch()
+
+    async def _commit_batch(self) -> None:
+        """COMMIT the open batch, if any (under the write lock), in the commit thread:
+        the loop runs on while the disk syncs. A failed COMMIT fails every write in it."""
+        committed, self._committed = self._committed, None
+        if committed is None:
+            return
+        assert self._raw is not None
+        if self._commits is None:
+            self._commits = ThreadPoolExecutor(1, thread_name_prefix="sqlite-commit")
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self._commits, self._raw.execute, "COMMIT"
+            )
+        except BaseException as exc:
+            await self._drop_writer()
+            committed.set_exception(exc)
+            committed.exception()  # retrieved: each writer re-raises it
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            committed.set_result(None)
 
     async def _writer_connection(self) -> AsyncConnection:
         if self._writer is None:
             self._writer = await self.engine.connect()
+            raw = (await self._writer.get_raw_connection()).driver_connection
+            assert isinstance(raw, _InlineConnection)
+            self._raw = raw.sqlite
         return self._writer
 
     async def _drop_writer(self) -> None:
-        writer, self._writer = self._writer, None
+        writer, self._writer, self._raw = self._writer, None, None
         if writer is not None:
             with contextlib.suppress(Exception):
                 await writer.invalidate()
             await writer.close()
+
+    @contextlib.asynccontextmanager
+    async def _acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        if self._pool is None:
+            async with self._pool_lock:
+                if self._pool is None:
+                    self._pool = await _postgres_pool(self.engine)
+        async with self._pool.acquire() as connection:
+            yield connection
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -335,8 +452,53 @@ class Database:
             await asyncio.gather(self._committer, return_exceptions=True)
         if self._writer is not None:
             await self._writer.close()
-            self._writer = None
+            self._writer = self._raw = None
+        if self._commits is not None:
+            self._commits.shutdown()
+            self._commits = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
         await self.engine.dispose()
+
+
+class Pending:
+    """The commits a delivery's writes wait in (:meth:`Database.transaction`)."""
+
+    __slots__ = ("_commits",)
+
+    def __init__(self) -> None:
+        self._commits: list[asyncio.Future[None]] = []
+
+    def add(self, committed: asyncio.Future[None]) -> None:
+        if committed not in self._commits:
+            self._commits.append(committed)
+
+    async def durable(self) -> None:
+        """Return once every write noted here is on disk; raise if a commit failed."""
+        commits, self._commits = self._commits, []
+        for committed in commits:
+            await asyncio.shield(committed)
+
+
+async def _postgres_pool(engine: AsyncEngine) -> asyncpg.Pool:
+    import asyncpg  # here, not at the top: see TYPE_CHECKING above
+
+    url = engine.url.set(drivername="postgresql")
+    size = engine.pool.size()  # type: ignore[attr-defined]
+    return await asyncpg.create_pool(
+        url.render_as_string(hide_password=False), min_size=1, max_size=size, reset=_reset
+    )
+
+
+async def _reset(connection: asyncpg.Connection) -> None:
+    """Back into the pool: a transaction left open (a cancelled caller) is rolled back.
+    asyncpg's default reset also runs a query every time; nothing else here needs it."""
+    if connection.is_in_transaction():
+        await connection.execute("ROLLBACK")
 
 
 async def insert_id(connection: AsyncConnection, table: Table, **values: Any) -> int:
@@ -361,13 +523,3 @@ def _inserts(table: Table) -> Insert:
 @functools.cache
 def _updates(table: Table) -> Update:
     return update(table).where(table.c.id == bindparam("row_id"))
-
-
-async def insert_or_ignore(
-    connection: AsyncConnection, table: Table, values: dict[str, Any], *, unique: Sequence[str]
-) -> None:
-    """INSERT that does nothing when a row with the same ``unique`` columns exists (both
-    databases' ``ON CONFLICT DO NOTHING``), so concurrent creators never collide."""
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=unique)
-    await connection.execute(statement)

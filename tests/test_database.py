@@ -5,16 +5,23 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Insert, select, text
+from sqlalchemy import DateTime, Insert, bindparam, select, text
 from sqlalchemy.exc import StatementError
 
-from app import migrate, schema
-from app.database import Database, create_engine, insert_id, update_row
+from app import migrate, schema, sql
+from app.database import (
+    Database,
+    Pending,
+    UTCDateTime,
+    create_engine,
+    insert_id,
+    update_row,
+)
 
 
 @pytest.fixture
@@ -129,18 +136,37 @@ def _now() -> datetime:
 async def test_concurrent_writes_share_commits_and_each_is_durable_when_it_returns(
     database: Database, tmp_path: Path
 ) -> None:
-    """Group commit: fifty writers at once, one of them failing. Each successful write is
-    on disk (seen by another connection) the moment ``write()`` returns; the failing one
-    leaves nothing, and its batch-mates are unharmed."""
+    """Group commit: fifty writers at once, one of them failing, and a SQLAlchemy write
+    among them. Each successful write is on disk (seen by another connection) the moment
+    it returns; the failing one leaves nothing, and its batch-mates are unharmed; fewer
+    commits than writes ran."""
     seen_on_return: list[bool] = []
+    user = sql.Statement(
+        schema.users.insert().values(
+            id=bindparam("id"), email=bindparam("email"), created_at=_now()
+        )
+    )
+    commits = 0
+    original = database._commit_batch
+
+    async def counted() -> None:
+        nonlocal commits
+        commits += database._committed is not None
+        await original()
+
+    database._commit_batch = counted  # type: ignore[method-assign]
 
     async def write(n: int) -> None:
-        async with database.write() as connection:
-            await connection.execute(
-                schema.users.insert().values(id=n, email=f"u{n}@b.c", created_at=_now())
-            )
-            if n == 13:
-                raise RuntimeError("this writer fails after its insert")
+        if n == 25:
+            async with database.write() as connection:
+                await connection.execute(
+                    schema.users.insert().values(id=n, email=f"u{n}@b.c", created_at=_now())
+                )
+        else:
+            async with database.transaction() as tx:
+                await tx.run(user, id=n, email=f"u{n}@b.c")
+                if n == 13:
+                    raise RuntimeError("this writer fails after its insert")
         other = sqlite3.connect(tmp_path / "db.sqlite")
         try:
             rows = other.execute("SELECT count(*) FROM users WHERE id = ?", (n,)).fetchone()
@@ -157,6 +183,34 @@ async def test_concurrent_writes_share_commits_and_each_is_durable_when_it_retur
     finally:
         other.close()
     assert ids == set(range(1, 51)) - {13}
+    assert 1 <= commits < 10
+
+
+@pytest.mark.anyio
+async def test_pending_writes_wait_for_their_commit_only_when_asked(
+    database: Database, tmp_path: Path
+) -> None:
+    """A delivery's writes with ``pending`` return before their commit; ``durable()``
+    returns once they are on disk."""
+    user = sql.Statement(
+        schema.users.insert().values(
+            id=bindparam("id"), email=bindparam("email"), created_at=_now()
+        )
+    )
+    pending = Pending()
+
+    def on_disk() -> int:
+        other = sqlite3.connect(tmp_path / "db.sqlite")
+        try:
+            return int(other.execute("SELECT count(*) FROM users").fetchone()[0])
+        finally:
+            other.close()
+
+    async with database.transaction(pending) as tx:
+        await tx.run(user, id=1, email="a@b.c")
+    assert on_disk() == 0
+    await pending.durable()
+    assert on_disk() == 1
 
 
 @pytest.mark.anyio
@@ -191,3 +245,22 @@ async def test_a_write_waits_for_another_process_and_the_loop_keeps_running(
     await asyncio.wait_for(writer, 10)
     async with database.read() as connection:
         assert await connection.scalar(select(schema.users.c.email)) == "a@b.c"
+
+
+def test_datetimes_are_stored_on_sqlite_as_sqlalchemy_stores_them() -> None:
+    """UTCDateTime writes SQLite's text itself; it must be the characters SQLAlchemy's
+    DATETIME writes (and parses back), whatever the zone it is given in."""
+    dialect = create_engine("sqlite+aiosqlite:///unused.db").dialect
+    ours = UTCDateTime().bind_processor(dialect)
+    stock = DateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert ours is not None
+    assert stock is not None
+    paris = timezone(timedelta(hours=1))
+    for moment in (
+        datetime(2026, 11, 21, 23, 5, 7, 120034, tzinfo=UTC),
+        datetime(2026, 1, 1, tzinfo=UTC),
+        datetime(2026, 3, 4, 0, 30, tzinfo=paris),
+    ):
+        assert ours(moment) == stock(moment.astimezone(UTC).replace(tzinfo=None))
+    with pytest.raises(ValueError, match="timezone-aware"):
+        ours(datetime(2026, 1, 1))
