@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app import journal, schema
+from app import journal, schema, sql
 from app.database import insert_id, update_row
 from app.errors import Conflict, NotFound
 from app.settings import AccountConfig, Settings
+from app.sql import Statement, Tx
 
 IntegrationStatus = str
 
@@ -42,31 +43,43 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-async def authenticate(
-    connection: AsyncConnection, headers: Mapping[str, str]
-) -> tuple[Integration | None, str | None]:
+_LIVE_TOKENS = Statement(
+    select(
+        schema.integrations.c.id,
+        schema.integrations.c.token_header,
+        schema.integration_tokens.c.token_sha256,
+    )
+    .join(schema.integration_tokens)
+    .where(
+        schema.integration_tokens.c.revoked_at.is_(None),
+        schema.integrations.c.status != "deleted",
+    )
+)
+_INTEGRATION = Statement(
+    select(
+        schema.integrations.c.id,
+        schema.integrations.c.name,
+        schema.integrations.c.status,
+        schema.accounts.c.id,
+        schema.accounts.c.name,
+        schema.accounts.c.is_sandbox,
+        schema.accounts.c.is_verified,
+        schema.integrations.c.token_header,
+    )
+    .join(schema.accounts, schema.accounts.c.id == schema.integrations.c.account_id)
+    .where(schema.integrations.c.id == bindparam("integration_id"))
+)
+
+
+async def authenticate(tx: Tx, headers: Mapping[str, str]) -> tuple[Integration | None, str | None]:
     """The integration whose live token arrived in its header, and the token presented.
 
     Every live token is compared, in constant time, against the digest of what arrived in
     that token's header; the search does not stop at the first match.
     """
-    rows = (
-        await connection.execute(
-            select(
-                schema.integrations.c.id,
-                schema.integrations.c.token_header,
-                schema.integration_tokens.c.token_sha256,
-            )
-            .join(schema.integration_tokens)
-            .where(
-                schema.integration_tokens.c.revoked_at.is_(None),
-                schema.integrations.c.status != "deleted",
-            )
-        )
-    ).all()
     found: int | None = None
     presented: str | None = None
-    for integration_id, header, digest in rows:
+    for integration_id, header, digest in await tx.rows(_LIVE_TOKENS):
         value = headers.get(header)
         if value is None:
             continue
@@ -75,28 +88,11 @@ async def authenticate(
             found = integration_id
     if found is None:
         return None, presented
-    return await integration_by_id(connection, found), presented
+    return await integration_by_id(tx, found), presented
 
 
-async def integration_by_id(connection: AsyncConnection, integration_id: int) -> Integration:
-    integrations, accounts = schema.integrations, schema.accounts
-    row = (
-        await connection.execute(
-            select(
-                integrations.c.id,
-                integrations.c.name,
-                integrations.c.status,
-                accounts.c.id,
-                accounts.c.name,
-                accounts.c.is_sandbox,
-                accounts.c.is_verified,
-                integrations.c.token_header,
-            )
-            .join(accounts, accounts.c.id == integrations.c.account_id)
-            .where(integrations.c.id == integration_id)
-        )
-    ).one()
-    return Integration(*row)
+async def integration_by_id(tx: Tx, integration_id: int) -> Integration:
+    return Integration(*await tx.one(_INTEGRATION, integration_id=integration_id))
 
 
 async def set_integration_status(
@@ -133,7 +129,7 @@ async def sync_config(connection: AsyncConnection, settings: Settings, *, now: d
         )
         if account.initial_deposit:
             await journal.record_deposit(
-                connection,
+                await sql.tx_on(connection),
                 account_ids[account.name],
                 amount=account.initial_deposit,
                 reference=f"initial-deposit:{account.name}",

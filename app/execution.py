@@ -23,9 +23,9 @@ from typing import TypeVar
 
 from app import inbox, journal, queries, trading
 from app.broker import Broker, OrderReport, OrderRequest
-from app.database import Database
+from app.database import Database, Pending
 from app.errors import BrokerUnavailable, OrderRejected, ProtocolError, SignalbridgeError
-from app.faults import CrashStep, crash_point
+from app.faults import CrashStep, crash_after
 from app.instruments import Instrument
 from app.metrics import Metrics
 from app.settings import AccountConfig
@@ -81,17 +81,27 @@ class Execution:
         return await self._bounded(self._brokers[account].quote(symbol), what="quote")
 
     async def execute(
-        self, account: str, intent: trading.OrderIntent, *, timings: dict[str, float]
+        self,
+        account: str,
+        intent: trading.OrderIntent,
+        *,
+        timings: dict[str, float],
+        pending: Pending,
     ) -> OrderReport:
-        """Submit a persisted intent, record the outcome, raise if it did not fill."""
+        """Submit a persisted intent (to a live venue once it and every write before it are
+        durable); record the outcome (in ``pending``); raise if it did not fill."""
         broker = self._brokers[account]
         started = asyncio.get_running_loop().time()
         error: Exception | None = None
         request = OrderRequest(intent.client_order_id, intent.symbol, intent.side, intent.quantity)
-        crash_point("intent", self._crash_at)
+        if broker.is_live:
+            # A venue remembers what it was sent: the intent must be on disk before it is.
+            # A paper broker's book dies with the process, as its uncommitted intent would.
+            await pending.durable()
+        await crash_after("intent", self._crash_at, pending)
         try:
             report = await self._bounded(broker.submit(request), what="submit")
-            crash_point("accepted", self._crash_at)
+            await crash_after("accepted", self._crash_at, pending)
         except (OrderRejected, ProtocolError) as exc:  # refused: final, nothing was placed
             self._metrics.broker_errors.labels(account=account, kind="refused").inc()
             report, error = _rejected(intent, exc.message), exc
@@ -102,8 +112,8 @@ class Execution:
             error = None if found else exc
         committing = asyncio.get_running_loop().time()
         _add(timings, "broker_ms", committing - started)
-        async with self._database.write() as connection:
-            await trading.apply_report(connection, intent, report, now=self._clock())
+        async with self._database.transaction(pending) as tx:
+            await trading.apply_report(tx, intent, report, now=self._clock())
         _add(timings, "commit_ms", asyncio.get_running_loop().time() - committing)
         if error is not None:
             raise error
@@ -114,36 +124,45 @@ class Execution:
         return report
 
     async def resume(
-        self, account: str, event_id: int, purpose: trading.Purpose, *, resuming: bool
+        self,
+        account: str,
+        event_id: int,
+        purpose: trading.Purpose,
+        *,
+        resuming: bool,
+        pending: Pending,
     ) -> int | None:
         """The attempt number for an event's leg, or None when the leg is already done.
 
         A first run is attempt 1 without a look. A re-run first settles the leg's pending
-        intents with the broker, then skips the leg if an earlier attempt filled.
+        intents with the broker, then skips the leg if an earlier attempt filled. (Read
+        through the writer: the event's own writes may still wait for their commit.)
         """
         if not resuming:
             return 1
-        async with self._database.read() as connection:
-            pending = [
+        async with self._database.transaction(pending) as tx:
+            unsettled = [
                 intent
-                for intent in await trading.pending_intents(connection, event_id=event_id)
+                for intent in await trading.pending_intents(tx, event_id=event_id)
                 if intent.purpose == purpose
             ]
-        for intent in pending:
-            await self.settle(intent, account=account)
-        async with self._database.read() as connection:
-            statuses = await trading.leg_orders(connection, event_id=event_id, purpose=purpose)
+        for intent in unsettled:
+            await self.settle(intent, account=account, pending=pending)
+        async with self._database.transaction(pending) as tx:
+            statuses = await trading.leg_orders(tx, event_id=event_id, purpose=purpose)
         if FILLED & set(statuses):
             return None
         return len(statuses) + 1
 
-    async def settle(self, intent: trading.OrderIntent, *, account: str) -> None:
+    async def settle(
+        self, intent: trading.OrderIntent, *, account: str, pending: Pending | None = None
+    ) -> None:
         """Ask the broker what became of an intent and record it (unknown: raise 503)."""
         report = await self._lookup(self._brokers[account], intent)
         if report is None:
             report = _rejected(intent, "the broker has no such order")
-        async with self._database.write() as connection:
-            await trading.apply_report(connection, intent, report, now=self._clock())
+        async with self._database.transaction(pending) as tx:
+            await trading.apply_report(tx, intent, report, now=self._clock())
 
     def readiness(self) -> dict[str, bool]:
         return {account: account in self._ready for account in self._brokers}
@@ -214,9 +233,9 @@ class Execution:
                 self._lookups[intent.order_id] = tries
                 if tries >= max_lookups:
                     reason = f"still unknown at the broker after {tries} lookups"
-                    async with self._database.write() as connection:
+                    async with self._database.transaction() as tx:
                         await trading.apply_report(
-                            connection, intent, _rejected(intent, reason), now=self._clock()
+                            tx, intent, _rejected(intent, reason), now=self._clock()
                         )
                     log.error("order %s rejected: %s", intent.client_order_id, reason)
         await self._interrupt()
@@ -226,26 +245,29 @@ class Execution:
         positions the venue's balances contradict; never change them silently."""
         broker = self._brokers[account]
         balances = await broker.balances()
-        async with self._database.write() as connection:
-            currency = await trading.account_currency(connection, account_id)
+        async with self._database.transaction() as tx:
+            currency = await trading.account_currency(tx, account_id)
             if opening := balances.get(currency, Decimal(0)):
                 await journal.record_deposit(
-                    connection,
+                    tx,
                     account_id,
                     amount=opening,
                     reference=f"opening-balance:{account}",
                     now=self._clock(),
                 )
-            for position in await trading.open_positions(connection, account_id=account_id):
+            for position in await trading.open_positions(tx, account_id=account_id):
                 instrument = broker.instrument(position.ticker)
                 base = (instrument.symbol if instrument else position.ticker).split("/")[0]
                 held = balances.get(base, Decimal(0))
                 if position.direction == "long" and held < position.quantity:
                     await trading.flag_position(
-                        connection,
+                        tx,
                         position.id,
                         f"the exchange holds {held} {base}; this position is {position.quantity}",
                     )
+
+    def is_live(self, account: str) -> bool:
+        return self._brokers[account].is_live
 
     async def venue_free(self, account: str, asset: str) -> Decimal | None:
         """A live venue's free balance of ``asset``; None for paper accounts."""
@@ -260,8 +282,10 @@ class Execution:
         )
 
     async def _bounded(self, call: Awaitable[ResultT], *, what: str) -> ResultT:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for runs the call in a new task.
         try:
-            return await asyncio.wait_for(call, self._timeout)
+            async with asyncio.timeout(self._timeout):
+                return await call
         except TimeoutError:
             raise BrokerUnavailable(f"the broker did not answer the {what} in time") from None
 

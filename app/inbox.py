@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Select, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import ClauseElement, ColumnElement, Select, bindparam, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app import errors, schema
-from app.database import insert_id, update_row
+from app import errors, schema, sql
+from app.sql import Tx
 from app.workers import Worker
 
 State = Literal["pending", "done", "ignored", "failed", "retryable", "duplicate"]
@@ -76,7 +76,7 @@ class Stored:
 
 
 async def store(
-    connection: AsyncConnection,
+    tx: Tx,
     delivery: Delivery,
     details: Details,
     *,
@@ -105,33 +105,79 @@ async def store(
         "state": state,
         "worker_id": worker_id,
     }
+    if answer is None and dedupe_key is not None and duplicate_of is None:
+        # The claim: nothing inserted (no id) when the key's first delivery exists.
+        event_id = await tx.scalar(_CLAIM, **values)
+        return None if event_id is None else int(event_id)
+    final: State = "duplicate" if duplicate_of is not None else "failed"
     if answer is not None:
-        final: State = "duplicate" if duplicate_of is not None else "failed"
         values |= _answer_values(answer, state=final, now=delivery.received_at)
-    try:
-        async with connection.begin_nested():
-            return await insert_id(connection, schema.events, **values)
-    except IntegrityError:
-        if dedupe_key is None or duplicate_of is not None:
-            raise
-        return None
+    return await sql.insert_id(tx, schema.events, **values)
 
 
-async def first_delivery(connection: AsyncConnection, dedupe_key: str) -> Stored:
+_STORE_COLUMNS = (
+    "received_at",
+    "raw_body",
+    "body_sha256",
+    "content_type",
+    "dedupe_key",
+    "duplicate_of",
+    "integration_id",
+    "version",
+    "deprecation",
+    "event_type",
+    "strategy_external_id",
+    "provider_position_id",
+    "state",
+    "worker_id",
+)
+
+
+def _claim(dialect: str) -> ClauseElement:
     table = schema.events
-    row = (
-        await connection.execute(
-            _stored_columns().where(
-                table.c.dedupe_key == dedupe_key, table.c.duplicate_of.is_(None)
-            )
-        )
-    ).one()
-    return _stored(row)
+    module = postgresql if dialect == "postgresql" else sqlite
+    values = {name: bindparam(name, type_=table.c[name].type) for name in _STORE_COLUMNS}
+    claim: ClauseElement = (
+        module.insert(table)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=["dedupe_key"], index_where=schema.FIRST_DELIVERY)
+        .returning(table.c.id)
+    )
+    return claim
 
 
-async def load(connection: AsyncConnection, event_id: int) -> Stored:
-    row = (await connection.execute(_stored_columns().where(schema.events.c.id == event_id))).one()
-    return _stored(row)
+_CLAIM = sql.Statement(_claim)
+
+
+def _stored_columns() -> Select[Any]:
+    table = schema.events
+    return select(
+        table.c.id,
+        table.c.state,
+        table.c.body_sha256,
+        table.c.answer_status,
+        table.c.answer_body,
+        table.c.error_type,
+    )
+
+
+_FIRST = sql.Statement(
+    _stored_columns().where(
+        schema.events.c.dedupe_key == bindparam("dedupe_key"), schema.FIRST_DELIVERY
+    )
+)
+_LOAD = sql.Statement(_stored_columns().where(schema.events.c.id == bindparam("event_id")))
+
+
+async def first_delivery(tx: Tx, dedupe_key: str) -> Stored | None:
+    """The first delivery of a key; None when it is not committed yet (on SQLite its
+    claim may still wait in the open batch)."""
+    row = await tx.first(_FIRST, dedupe_key=dedupe_key)
+    return None if row is None else _stored(row)
+
+
+async def load(tx: Tx, event_id: int) -> Stored:
+    return _stored(await tx.one(_LOAD, event_id=event_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,37 +191,39 @@ class Replayable:
     duplicate_of: int | None
 
 
-async def replayable(connection: AsyncConnection, event_id: int) -> Replayable | None:
-    table = schema.events
-    row = (
-        await connection.execute(
-            select(
-                table.c.id,
-                table.c.state,
-                table.c.error_type,
-                table.c.raw_body,
-                table.c.integration_id,
-                table.c.dedupe_key,
-                table.c.duplicate_of,
-            ).where(table.c.id == event_id)
-        )
-    ).one_or_none()
+_REPLAYABLE = sql.Statement(
+    select(
+        schema.events.c.id,
+        schema.events.c.state,
+        schema.events.c.error_type,
+        schema.events.c.raw_body,
+        schema.events.c.integration_id,
+        schema.events.c.dedupe_key,
+        schema.events.c.duplicate_of,
+    ).where(schema.events.c.id == bindparam("event_id"))
+)
+
+
+async def replayable(tx: Tx, event_id: int) -> Replayable | None:
+    row = await tx.first(_REPLAYABLE, event_id=event_id)
     return None if row is None else Replayable(*row)
 
 
-async def rerun(connection: AsyncConnection, event_id: int, *, worker_id: int) -> bool:
+_RERUN = sql.Statement(
+    update(schema.events)
+    .where(schema.events.c.id == bindparam("event_id"), schema.events.c.state == "retryable")
+    .values(state="pending", worker_id=bindparam("worker_id"))
+)
+
+
+async def rerun(tx: Tx, event_id: int, *, worker_id: int) -> bool:
     """Take a ``retryable`` event back to ``pending``, claimed for ``worker_id``; False if
     another delivery did first."""
-    result = await connection.execute(
-        update(schema.events)
-        .where(schema.events.c.id == event_id, schema.events.c.state == "retryable")
-        .values(state="pending", worker_id=worker_id)
-    )
-    return result.rowcount == 1
+    return await tx.run(_RERUN, event_id=event_id, worker_id=worker_id) == 1
 
 
 async def finish(
-    connection: AsyncConnection,
+    tx: Tx,
     event_id: int,
     answer: Answer,
     *,
@@ -189,7 +237,7 @@ async def finish(
         values["note"] = note
     if timings is not None:
         values["timings"] = json.dumps({k: round(v, 3) for k, v in timings.items()})
-    await update_row(connection, schema.events, event_id, **values)
+    await sql.update_row(tx, schema.events, event_id, **values)
 
 
 async def interrupt(
@@ -232,18 +280,6 @@ def _answer_values(answer: Answer, *, state: State, now: datetime) -> dict[str, 
         "error_type": answer.error_type,
         "answered_at": now,
     }
-
-
-def _stored_columns() -> Select[Any]:
-    table = schema.events
-    return select(
-        table.c.id,
-        table.c.state,
-        table.c.body_sha256,
-        table.c.answer_status,
-        table.c.answer_body,
-        table.c.error_type,
-    )
 
 
 def _stored(row: tuple[object, ...]) -> Stored:

@@ -7,41 +7,36 @@ from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Numeric, bindparam, select, type_coerce, update
 
-from app import ledger, schema
-from app.database import insert_id, update_row
+from app import ledger, schema, sql
+from app.database import ExactDecimal
+from app.sql import Tx
 
 ZERO = Decimal(0)
 
 
 async def record_deposit(
-    connection: AsyncConnection, account_id: int, *, amount: Decimal, reference: str, now: datetime
+    tx: Tx, account_id: int, *, amount: Decimal, reference: str, now: datetime
 ) -> bool:
     """Post a deposit (or, negative, a withdrawal) once per ``reference``.
 
     Looked up before the account lock is taken, so that a start-up finding its opening
     deposit posted never waits for another process's trading; looked up again under the
     lock, so that concurrent posts of one reference post it once."""
-    if await is_posted(connection, reference):
+    if await is_posted(tx, reference):
         return False
-    await lock_account(connection, account_id)
-    if await is_posted(connection, reference):
+    await lock_account(tx, account_id)
+    if await is_posted(tx, reference):
         return False
-    await post(
-        connection,
-        account_id,
-        reference=reference,
-        kind="deposit",
-        postings=ledger.deposit(amount),
-        now=now,
-    )
+    postings = ledger.deposit(amount)
+    await post(tx, account_id, reference=reference, kind="deposit", postings=postings, now=now)
+    await move_cash(tx, account_id, cash_moved(postings))
     return True
 
 
 async def post(
-    connection: AsyncConnection,
+    tx: Tx,
     account_id: int,
     *,
     reference: str,
@@ -51,13 +46,13 @@ async def post(
     fill_id: int | None = None,
     trade: ledger.Trade | None = None,
 ) -> None:
+    """Post a balanced transaction. The caller moves the account's cash by its cash
+    postings (:func:`move_cash`), once for all it posts, as its last write."""
     if not ledger.is_balanced(postings):
         raise ValueError(f"unbalanced ledger transaction {reference}: {postings}")
-    current = await lock_account(connection, account_id)  # held already for a fill
-    transactions = schema.ledger_transactions
-    transaction_id = await insert_id(
-        connection,
-        transactions,
+    transaction_id = await sql.insert_id(
+        tx,
+        schema.ledger_transactions,
         account_id=account_id,
         reference=reference,
         kind=kind,
@@ -69,8 +64,8 @@ async def post(
         price=trade.price if trade else None,
         fee=trade.fee if trade else None,
     )
-    await connection.execute(
-        schema.postings.insert(),
+    await tx.run_many(
+        _POSTING,
         [
             {
                 "transaction_id": transaction_id,
@@ -83,34 +78,79 @@ async def post(
             for posting in postings
         ],
     )
-    cash = sum((p.amount for p in postings if p.ledger_account == "cash"), ZERO)
-    if cash:
-        # ``current`` was read under the row lock: two processes posting at once must not
-        # both add to the same old balance. (``cash = cash + x`` in SQL needs no read, but
-        # SQLite keeps the amount as exact text, where SQL arithmetic is floating point.)
-        account = schema.accounts
-        await update_row(connection, account, account_id, cash=current + cash)
 
 
-async def lock_account(connection: AsyncConnection, account_id: int) -> Decimal:
-    """The account's cash, its row locked (``FOR UPDATE``) to the end of the transaction.
+def cash_moved(postings: Sequence[ledger.Posting]) -> Decimal:
+    return sum((p.amount for p in postings if p.ledger_account == "cash"), ZERO)
 
-    Every transaction that changes an account's trading state (funds checks, order intents,
-    fills, ledger posts, deposits) takes this lock first, so on PostgreSQL they run one at a
-    time per account and always lock in the same order: taken later, after an insert's
-    foreign key had share-locked the row, it deadlocked against a funds check waiting for
-    the row. On SQLite every write transaction holds the database's one write lock.
+
+async def move_cash(tx: Tx, account_id: int, amount: Decimal) -> None:
+    """Add ``amount`` to the account row's ``cash``, which moves with the journal's cash.
+
+    On PostgreSQL one ``UPDATE ... SET cash = cash + amount`` (``NUMERIC`` arithmetic is
+    exact): the row is locked from there to the commit, so callers move cash last and
+    trading on one account waits for that commit only. SQLite keeps the amount as exact
+    text, where SQL arithmetic is floating point: it is read and written back, which its
+    single writer makes safe.
     """
-    account = schema.accounts
-    query = select(account.c.cash).where(account.c.id == account_id).with_for_update()
-    cash: Decimal = (await connection.execute(query)).scalar_one()
+    if not amount:
+        return
+    if tx.dialect.name == "postgresql":
+        await tx.run(_ADD_CASH, account_id=account_id, amount=amount)
+        return
+    cash = await lock_account(tx, account_id)
+    await sql.update_row(tx, schema.accounts, account_id, cash=cash + amount)
+
+
+async def lock_account(tx: Tx, account_id: int) -> Decimal:
+    """The account's cash, its row locked to the end of the transaction.
+
+    What reads the cash to decide (a funds check, a withdrawal) takes this lock first, so
+    decisions on one account run one at a time and see every reservation committed
+    before them. On PostgreSQL it is ``FOR NO KEY UPDATE``: the key-share locks that
+    inserts referencing the account take (orders, postings) do not wait for it, nor it for
+    them. On SQLite every write transaction holds the database's one write lock.
+    """
+    cash: Decimal = (await tx.one(_LOCK, account_id=account_id))[0]
     return cash
 
 
-async def is_posted(connection: AsyncConnection, reference: str) -> bool:
+async def is_posted(tx: Tx, reference: str) -> bool:
     """Whether a transaction with this reference is in the journal."""
-    transactions = schema.ledger_transactions
-    found = await connection.scalar(
-        select(transactions.c.id).where(transactions.c.reference == reference)
+    return await tx.first(_POSTED, reference=reference) is not None
+
+
+_LOCK = sql.Statement(
+    select(schema.accounts.c.cash)
+    .where(schema.accounts.c.id == bindparam("account_id"))
+    .with_for_update(key_share=True)
+)
+_ADD_CASH = sql.Statement(
+    update(schema.accounts)
+    .where(schema.accounts.c.id == bindparam("account_id"))
+    # NUMERIC arithmetic: ExactDecimal's own type (text on SQLite) would make + concatenate.
+    .values(
+        cash=type_coerce(schema.accounts.c.cash, Numeric(asdecimal=True))
+        + bindparam("amount", type_=ExactDecimal())
     )
-    return found is not None
+)
+_POSTED = sql.Statement(
+    select(schema.ledger_transactions.c.id).where(
+        schema.ledger_transactions.c.reference == bindparam("reference")
+    )
+)
+_POSTING = sql.Statement(
+    schema.postings.insert().values(
+        {
+            name: bindparam(name, type_=schema.postings.c[name].type)
+            for name in (
+                "transaction_id",
+                "account_id",
+                "ledger_account",
+                "amount",
+                "ticker",
+                "quantity",
+            )
+        }
+    )
+)

@@ -16,7 +16,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from app import directory, strategies, trading
-from app.database import Database
+from app.database import Database, Pending
 from app.errors import BrokerUnavailable, InsufficientFunds, PositionNotFound, UnsupportedInstrument
 from app.execution import Execution, LegBusy
 from app.protocol import ParsedEvent
@@ -37,6 +37,7 @@ class Run:
     resuming: bool
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    pending: Pending = field(default_factory=Pending)  # its writes' commits, not yet awaited
 
 
 class Legs:
@@ -58,7 +59,7 @@ class Legs:
         assert signal is not None
         account = self._execution.account(run.integration.account_name)
         attempt = await self._execution.resume(
-            account.name, run.event_id, "open", resuming=run.resuming
+            account.name, run.event_id, "open", resuming=run.resuming, pending=run.pending
         )
         if attempt is None:
             return
@@ -82,9 +83,9 @@ class Legs:
         direction: Direction = "long" if signal.direction == "BUY" else "short"
         now = self._clock()
         checks_started = time.perf_counter()
-        async with self._database.write() as connection:
+        async with self._database.transaction(run.pending) as tx:
             intent = await trading.reserve_open(
-                connection,
+                tx,
                 event_id=run.event_id,
                 strategy_id=strategy.id,
                 account_id=run.integration.account_id,
@@ -108,13 +109,15 @@ class Legs:
                 venue_cash=venue_cash,
             )
         run.timings["checks_ms"] = (time.perf_counter() - checks_started) * 1000
-        await self._execution.execute(account.name, intent, timings=run.timings)
+        await self._execution.execute(
+            account.name, intent, timings=run.timings, pending=run.pending
+        )
 
     async def close(self, run: Run, strategy: strategies.Strategy, *, required: bool) -> bool:
         """Close the strategy's position; False when there is none and none is required."""
         account = self._execution.account(run.integration.account_name)
         attempt = await self._execution.resume(
-            account.name, run.event_id, "close", resuming=run.resuming
+            account.name, run.event_id, "close", resuming=run.resuming, pending=run.pending
         )
         if attempt is None:
             return True
@@ -137,13 +140,17 @@ class Legs:
             if required:
                 raise PositionNotFound("the strategy has no open position")
             return False
-        await self._execution.execute(account.name, intent, timings=run.timings)
+        await self._execution.execute(
+            account.name, intent, timings=run.timings, pending=run.pending
+        )
         return True
 
     async def _base_free(self, account: str, strategy_id: int) -> Decimal | None:
         """On a live venue, the free balance of the asset a spot close would sell."""
-        async with self._database.read() as connection:
-            position = await trading.position_of(connection, strategy_id)
+        if not self._execution.is_live(account):
+            return None
+        async with self._database.snapshot() as tx:
+            position = await trading.position_of(tx, strategy_id)
         if position is None or position.direction != "long":
             return None
         instrument = self._execution.instrument(account, position.ticker)
@@ -161,8 +168,8 @@ class Legs:
         base_free: Decimal | None,
     ) -> trading.OrderIntent | None:
         now = self._clock()
-        async with self._database.write() as connection:
-            position = await trading.position_of(connection, strategy.id)
+        async with self._database.transaction(run.pending) as tx:
+            position = await trading.position_of(tx, strategy.id)
             if position is None:
                 return None
             if position.status != "open":
@@ -183,7 +190,7 @@ class Legs:
                     f"{position.quantity}; closed the whole position"
                 )
             return await trading.reserve_close(
-                connection,
+                tx,
                 position,
                 event_id=run.event_id,
                 strategy_id=strategy.id,

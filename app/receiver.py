@@ -20,7 +20,7 @@ from datetime import datetime
 
 from app import directory, inbox, strategies, trading
 from app.broker import Broker
-from app.database import Database
+from app.database import Database, Pending
 from app.errors import (
     BrokerUnavailable,
     Conflict,
@@ -36,7 +36,7 @@ from app.errors import (
     UnsupportedVersion,
 )
 from app.execution import Execution
-from app.faults import crash_point
+from app.faults import crash_after
 from app.legs import Legs, Run
 from app.metrics import Metrics
 from app.protocol import (
@@ -135,10 +135,10 @@ class Receiver:
     async def replay(self, event_id: int) -> inbox.Answer:
         """Run a stored event again: one answered 503 (``retryable``), or one whose envelope
         version was not understood. Anything else is final: 409."""
-        async with self._database.read() as connection:
-            stored = await inbox.replayable(connection, event_id)
+        async with self._database.snapshot() as tx:
+            stored = await inbox.replayable(tx, event_id)
             integration = (
-                await directory.integration_by_id(connection, stored.integration_id)
+                await directory.integration_by_id(tx, stored.integration_id)
                 if stored is not None and stored.integration_id is not None
                 else None
             )
@@ -149,8 +149,8 @@ class Receiver:
         if integration is None:
             raise Conflict(f"event {event_id} was not authenticated; it cannot be replayed")
         if stored.state == "retryable" and stored.dedupe_key is not None:
-            async with self._database.write() as connection:
-                if not await inbox.rerun(connection, event_id, worker_id=self._worker.id):
+            async with self._database.transaction() as tx:
+                if not await inbox.rerun(tx, event_id, worker_id=self._worker.id):
                     raise Conflict(f"event {event_id} is already running again")
             parsed = parse_envelope(stored.raw_body)
             run = Run(event_id, stored.dedupe_key, parsed, integration, resuming=True)
@@ -203,8 +203,8 @@ class Receiver:
             parsed = parse_envelope(raw_body)
         except RequestError as exc:
             error = exc
-        async with self._database.read() as connection:
-            integration, presented = await directory.authenticate(connection, headers)
+        async with self._database.snapshot() as tx:
+            integration, presented = await directory.authenticate(tx, headers)
         if presented:
             # The provider echoes its webhook headers, token included, inside the body.
             redacted = raw_body.replace(presented.encode(), b"[redacted]")
@@ -220,9 +220,9 @@ class Receiver:
                 error = exc
         if error is not None or parsed is None or integration is None:
             answer = answer_for(error or InvalidCredentials("unknown integration"))
-            async with self._database.write() as connection:
+            async with self._database.transaction() as tx:
                 await inbox.store(
-                    connection,
+                    tx,
                     delivery,
                     details,
                     dedupe_key=None,
@@ -248,14 +248,15 @@ class Receiver:
     ) -> inbox.Answer:
         """Claim the dedupe key and run the event, or answer as its first delivery did."""
         details = _details(parsed, integration)
-        async with self._database.write() as connection:
+        pending = Pending()
+        async with self._database.transaction(pending) as tx:
             event_id = await inbox.store(
-                connection, delivery, details, dedupe_key=key, worker_id=self._worker.id
+                tx, delivery, details, dedupe_key=key, worker_id=self._worker.id
             )
         if event_id is None:
             return await self._repeat(delivery, details, key, parsed, integration)
-        crash_point("stored", self._settings.crash_at)
-        run = Run(event_id, key, parsed, integration, resuming=False)
+        await crash_after("stored", self._settings.crash_at, pending)
+        run = Run(event_id, key, parsed, integration, resuming=False, pending=pending)
         run.timings["receive_ms"] = (time.perf_counter() - started) * 1000
         return await self._run(run)
 
@@ -271,16 +272,18 @@ class Receiver:
         deadline = time.monotonic() + self._settings.duplicate_wait_seconds
         poll, longest = REPEAT_POLL_SECONDS
         while True:
-            async with self._database.read() as connection:
-                first = await inbox.first_delivery(connection, key)
-            if first.body_sha256 != delivery.body_sha256:
+            async with self._database.snapshot() as tx:
+                first = await inbox.first_delivery(tx, key)
+            if first is None:  # its claim is not committed yet
+                pass
+            elif first.body_sha256 != delivery.body_sha256:
                 answer = answer_for(
                     IdempotencyConflict("this dedupe key was delivered before with another body")
                 )
                 break
-            if first.state == "retryable":
-                async with self._database.write() as connection:
-                    claimed = await inbox.rerun(connection, first.id, worker_id=self._worker.id)
+            elif first.state == "retryable":
+                async with self._database.transaction() as tx:
+                    claimed = await inbox.rerun(tx, first.id, worker_id=self._worker.id)
                 if claimed:
                     answer = await self._run(Run(first.id, key, parsed, integration, resuming=True))
                     break
@@ -294,14 +297,15 @@ class Receiver:
                 break
             await asyncio.sleep(poll)
             poll = min(poll * 2, longest)
-        async with self._database.write() as connection:
+        async with self._database.transaction() as tx:
             await inbox.store(
-                connection,
+                tx,
                 delivery,
                 details,
-                dedupe_key=key,
+                # A first delivery never seen (its commit failed) leaves the key unclaimed.
+                dedupe_key=key if first is not None else None,
                 answer=answer,
-                duplicate_of=first.id,
+                duplicate_of=first.id if first is not None else None,
                 worker_id=self._worker.id,
             )
         return answer
@@ -336,10 +340,10 @@ class Receiver:
             )
             unexpected = SignalbridgeError("an unexpected error; see the log")
             state, answer = "retryable", answer_for(unexpected)
-        crash_point("recorded", self._settings.crash_at)
-        async with self._database.write() as connection:
+        await crash_after("recorded", self._settings.crash_at, run.pending)
+        async with self._database.transaction(run.pending) as tx:
             await inbox.finish(
-                connection,
+                tx,
                 run.event_id,
                 answer,
                 state=state,
@@ -347,6 +351,7 @@ class Receiver:
                 note="; ".join(run.notes) or None,
                 timings=run.timings,
             )
+        await run.pending.durable()
         log.info(
             "event %s %s answered %s",
             run.dedupe_key,
@@ -364,13 +369,13 @@ class Receiver:
         strategy first and succeeds with no position to close. A repeated
         ``idempotency_key`` gets the stored answer."""
         now = self._clock()
-        async with self._database.write() as connection:
-            strategy = await strategies.strategy_by_id(connection, strategy_id)
+        async with self._database.transaction() as tx:
+            strategy = await strategies.strategy_by_id(tx, strategy_id)
             if strategy is None:
                 raise NotFound(f"no strategy {strategy_id}")
-            integration = await directory.integration_by_id(connection, strategy.integration_id)
+            integration = await directory.integration_by_id(tx, strategy.integration_id)
             if retire:
-                await strategies.update_strategy(connection, strategy.id, paused=True, now=now)
+                await strategies.update_strategy(tx, strategy.id, paused=True, now=now)
         action = "retire" if retire else "close"
         body = _json({"action": action, "strategy": strategy.id, "by": "operator"})
         parsed = ParsedEvent(
@@ -391,8 +396,8 @@ class Receiver:
 
     async def _operator_close(self, run: Run) -> None:
         data = run.parsed.event.data
-        async with self._database.read() as connection:
-            strategy = await strategies.strategy_by_id(connection, int(data["strategy"]))
+        async with self._database.transaction(run.pending) as tx:
+            strategy = await strategies.strategy_by_id(tx, int(data["strategy"]))
         assert strategy is not None
         self._execution.ensure_ready(run.integration.account_name)
         closed = await self._legs.close(run, strategy, required=bool(data["required"]))
@@ -408,21 +413,21 @@ class Receiver:
     async def _strategy_event(self, run: Run) -> None:
         assert run.parsed.strategy is not None
         enabled = run.parsed.event.type == "STRATEGY_ENABLED"
-        async with self._database.write() as connection:
+        async with self._database.transaction(run.pending) as tx:
             strategy = await strategies.ensure_strategy(
-                connection,
+                tx,
                 run.integration.id,
                 external_id=run.parsed.strategy.id,
                 name=run.parsed.strategy.name,
                 enabled=enabled,
                 now=self._clock(),
             )
-            position = await trading.position_of(connection, strategy.id)
+            position = await trading.position_of(tx, strategy.id)
             if enabled or position is None:
                 return
             if not self._settings.close_position_on_disable:
                 await trading.flag_position(
-                    connection, position.id, "the provider disabled the strategy; still open"
+                    tx, position.id, "the provider disabled the strategy; still open"
                 )
                 run.notes.append(f"position {position.id} left open and flagged")
                 return
@@ -437,9 +442,9 @@ class Receiver:
                 f"the signal's timestamp is {age:.0f} s from now; at most "
                 f"{self._settings.max_signal_age_seconds:.0f} s is accepted"
             )
-        async with self._database.write() as connection:
+        async with self._database.transaction(run.pending) as tx:
             strategy = await strategies.ensure_strategy(
-                connection,
+                tx,
                 run.integration.id,
                 external_id=signal.strategy.id,
                 name=signal.strategy.name,

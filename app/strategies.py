@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import bindparam, select
 
-from app import schema
-from app.database import insert_or_ignore, update_row
+from app import schema, sql
+from app.sql import Tx
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,45 +27,6 @@ class Strategy:
     allocation_percent: Decimal | None = None
 
 
-async def ensure_strategy(
-    connection: AsyncConnection,
-    integration_id: int,
-    *,
-    external_id: str,
-    name: str,
-    enabled: bool | None,
-    now: datetime,
-) -> Strategy:
-    """The strategy, created (enabled) when first seen; ``enabled`` sets its flag."""
-    table = schema.strategies
-    query = select(*_STRATEGY_COLUMNS).where(
-        table.c.integration_id == integration_id, table.c.external_id == external_id
-    )
-    row = (await connection.execute(query)).one_or_none()
-    if row is None:
-        await insert_or_ignore(
-            connection,
-            table,
-            {
-                "integration_id": integration_id,
-                "external_id": external_id,
-                "name": name,
-                "enabled": True if enabled is None else enabled,
-                "updated_at": now,
-            },
-            unique=["integration_id", "external_id"],
-        )
-        row = (await connection.execute(query)).one()
-    strategy = Strategy(*row)
-    wanted = strategy.enabled if enabled is None else enabled
-    wanted_name = name or strategy.name
-    if wanted != strategy.enabled or wanted_name != strategy.name:
-        await update_row(
-            connection, table, strategy.id, enabled=wanted, name=wanted_name, updated_at=now
-        )
-    return dataclasses.replace(strategy, enabled=wanted, name=wanted_name)
-
-
 _STRATEGY_COLUMNS = (
     schema.strategies.c.id,
     schema.strategies.c.external_id,
@@ -78,19 +38,53 @@ _STRATEGY_COLUMNS = (
     schema.strategies.c.max_order_quantity,
     schema.strategies.c.allocation_percent,
 )
+_BY_KEY = sql.Statement(
+    select(*_STRATEGY_COLUMNS).where(
+        schema.strategies.c.integration_id == bindparam("integration_id"),
+        schema.strategies.c.external_id == bindparam("external_id"),
+    )
+)
+_BY_ID = sql.Statement(
+    select(*_STRATEGY_COLUMNS).where(schema.strategies.c.id == bindparam("strategy_id"))
+)
+_CREATE = sql.insert_or_ignore(
+    schema.strategies,
+    ["integration_id", "external_id", "name", "enabled", "updated_at"],
+    unique=["integration_id", "external_id"],
+)
 
 
-async def strategy_by_id(connection: AsyncConnection, strategy_id: int) -> Strategy | None:
-    row = (
-        await connection.execute(
-            select(*_STRATEGY_COLUMNS).where(schema.strategies.c.id == strategy_id)
+async def ensure_strategy(
+    tx: Tx,
+    integration_id: int,
+    *,
+    external_id: str,
+    name: str,
+    enabled: bool | None,
+    now: datetime,
+) -> Strategy:
+    """The strategy, created (enabled) when first seen; ``enabled`` sets its flag."""
+    key = {"integration_id": integration_id, "external_id": external_id}
+    row = await tx.first(_BY_KEY, **key)
+    if row is None:
+        created = True if enabled is None else enabled
+        await tx.run(_CREATE, **key, name=name, enabled=created, updated_at=now)
+        row = await tx.one(_BY_KEY, **key)
+    strategy = Strategy(*row)
+    wanted = strategy.enabled if enabled is None else enabled
+    wanted_name = name or strategy.name
+    if wanted != strategy.enabled or wanted_name != strategy.name:
+        await sql.update_row(
+            tx, schema.strategies, strategy.id, enabled=wanted, name=wanted_name, updated_at=now
         )
-    ).one_or_none()
+    return dataclasses.replace(strategy, enabled=wanted, name=wanted_name)
+
+
+async def strategy_by_id(tx: Tx, strategy_id: int) -> Strategy | None:
+    row = await tx.first(_BY_ID, strategy_id=strategy_id)
     return None if row is None else Strategy(*row)
 
 
-async def update_strategy(
-    connection: AsyncConnection, strategy_id: int, *, now: datetime, **values: object
-) -> None:
+async def update_strategy(tx: Tx, strategy_id: int, *, now: datetime, **values: object) -> None:
     """Set the operator's fields: ``paused`` and the sizing rules (None: the config's)."""
-    await update_row(connection, schema.strategies, strategy_id, updated_at=now, **values)
+    await sql.update_row(tx, schema.strategies, strategy_id, updated_at=now, **values)

@@ -9,8 +9,11 @@ The write path of one leg (open or close) is two transactions around the broker 
 2. :func:`apply_report`: record the broker's answer; each fill is applied once (unique per
    order), moves the position and posts a balanced ledger transaction.
 
-On PostgreSQL the account row is locked (``FOR UPDATE``) while funds are read, so two
-processes cannot spend the same cash.
+Locks, on PostgreSQL (SQLite has one writer at a time): a funds check locks the account
+row first (:func:`journal.lock_account`), so two processes cannot spend the same cash; a
+report locks its order and position rows first and moves the account's cash last, so the
+account row is held only from that update to the commit. Trading on one account waits
+for no more than that.
 """
 
 from __future__ import annotations
@@ -21,15 +24,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import ColumnElement, bindparam, delete, literal, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app import journal, ledger, schema
+from app import journal, ledger, schema, sql
 from app.broker import OrderReport
-from app.database import insert_id, update_row
 from app.errors import PositionAlreadyExists
 from app.rules import AccountTerms, Direction, Funds, OrderPlan, Side, short_collateral
+from app.sql import Statement, Tx, UniqueViolation
 from app.workers import Worker
 
 ZERO = Decimal(0)
@@ -69,54 +71,54 @@ class OpenPosition:
     provider_position_id: str | None
 
 
+# One read for what a funds check sums (in Python: SQLite's SQL arithmetic on its exact
+# text would be floating point): the pending orders' reservations, then the costs of the
+# positions not closed (through the partial index of those: see _POSITION_OF).
+_COMMITTED = Statement(
+    union_all(
+        select(schema.orders.c.reserved, literal("reserved")).where(
+            schema.orders.c.account_id == bindparam("account_id"),
+            schema.orders.c.status == "pending",
+        ),
+        select(schema.positions.c.cost, literal("cost")).where(
+            schema.positions.c.account_id == bindparam("account_id"), schema.OPEN_POSITION
+        ),
+    )
+)
+
+
 async def funds(
-    connection: AsyncConnection,
+    tx: Tx,
     account_id: int,
     *,
     terms: AccountTerms,
-    lock: bool,
     venue_cash: Decimal | None = None,
 ) -> Funds:
-    """The account's funds as the rules see them (see :mod:`app.rules`). ``venue_cash``, a
-    live venue's free balance, stands in for the ledger's cash where given."""
-    account = select(schema.accounts.c.cash).where(schema.accounts.c.id == account_id)
-    ledger_cash = (
-        await connection.execute(account.with_for_update() if lock else account)
-    ).scalar_one()
+    """The account's funds as the rules see them (see :mod:`app.rules`), its row locked
+    (:func:`journal.lock_account`). ``venue_cash``, a live venue's free balance, stands in
+    for the ledger's cash where given."""
+    ledger_cash = await journal.lock_account(tx, account_id)
     cash = ledger_cash if venue_cash is None else venue_cash
-    reserved = sum(
-        (
-            await connection.execute(
-                select(schema.orders.c.reserved).where(
-                    schema.orders.c.account_id == account_id, schema.orders.c.status == "pending"
-                )
-            )
-        ).scalars(),
-        ZERO,
-    )
-    costs = (
-        await connection.execute(
-            select(schema.positions.c.cost).where(
-                schema.positions.c.account_id == account_id, schema.positions.c.status != "closed"
-            )
-        )
-    ).scalars()
-    collateral = equity_at_cost = ZERO
-    for cost in costs:
-        equity_at_cost += cost
-        if cost < 0:
-            collateral += short_collateral(-cost, terms=terms)
+    reserved = collateral = equity_at_cost = ZERO
+    for amount, kind in await tx.rows(_COMMITTED, account_id=account_id):
+        if kind == "reserved":
+            reserved += amount
+            continue
+        equity_at_cost += amount
+        if amount < 0:
+            collateral += short_collateral(-amount, terms=terms)
     return Funds(
         cash=cash, reserved=reserved, short_collateral=collateral, equity=cash + equity_at_cost
     )
 
 
-async def account_currency(connection: AsyncConnection, account_id: int) -> str:
-    return str(
-        await connection.scalar(
-            select(schema.accounts.c.currency).where(schema.accounts.c.id == account_id)
-        )
-    )
+async def account_currency(tx: Tx, account_id: int) -> str:
+    return str(await tx.scalar(_CURRENCY, account_id=account_id))
+
+
+_CURRENCY = Statement(
+    select(schema.accounts.c.currency).where(schema.accounts.c.id == bindparam("account_id"))
+)
 
 
 async def account_names(connection: AsyncConnection) -> dict[int, str]:
@@ -124,33 +126,37 @@ async def account_names(connection: AsyncConnection) -> dict[int, str]:
     return {int(account_id): str(name) for account_id, name in rows}
 
 
-async def open_positions(connection: AsyncConnection, *, account_id: int) -> list[OpenPosition]:
-    table = schema.positions
-    rows = await connection.execute(
-        select(*_POSITION_COLUMNS).where(table.c.account_id == account_id, table.c.status == "open")
+_OPEN_POSITIONS = Statement(
+    select(*_POSITION_COLUMNS).where(
+        schema.positions.c.account_id == bindparam("account_id"),
+        schema.positions.c.status == "open",
     )
-    return [OpenPosition(*row) for row in rows]
+)
+# The partial index's own predicate, as text: SQLite uses a partial index only when the
+# query states its condition literally, not through a bound parameter.
+_POSITION_OF = Statement(
+    select(*_POSITION_COLUMNS).where(
+        schema.positions.c.strategy_id == bindparam("strategy_id"), schema.OPEN_POSITION
+    )
+)
 
 
-async def position_of(connection: AsyncConnection, strategy_id: int) -> OpenPosition | None:
-    table = schema.positions
-    row = (
-        await connection.execute(
-            select(*_POSITION_COLUMNS).where(
-                table.c.strategy_id == strategy_id, table.c.status != "closed"
-            )
-        )
-    ).one_or_none()
+async def open_positions(tx: Tx, *, account_id: int) -> list[OpenPosition]:
+    return [OpenPosition(*row) for row in await tx.rows(_OPEN_POSITIONS, account_id=account_id)]
+
+
+async def position_of(tx: Tx, strategy_id: int) -> OpenPosition | None:
+    row = await tx.first(_POSITION_OF, strategy_id=strategy_id)
     return None if row is None else OpenPosition(*row)
 
 
-async def flag_position(connection: AsyncConnection, position_id: int, attention: str) -> None:
+async def flag_position(tx: Tx, position_id: int, attention: str) -> None:
     """Mark a position for the operator's attention."""
-    await update_row(connection, schema.positions, position_id, attention=attention)
+    await sql.update_row(tx, schema.positions, position_id, attention=attention)
 
 
 async def reserve_open(
-    connection: AsyncConnection,
+    tx: Tx,
     *,
     event_id: int,
     strategy_id: int,
@@ -163,28 +169,29 @@ async def reserve_open(
     now: datetime,
     venue_cash: Decimal | None = None,
 ) -> OrderIntent:
-    current = await funds(connection, account_id, terms=terms, lock=True, venue_cash=venue_cash)
-    plan = decide(current, await position_of(connection, strategy_id) is not None)
+    current = await funds(tx, account_id, terms=terms, venue_cash=venue_cash)
+    plan = decide(current, await position_of(tx, strategy_id) is not None)
     try:
-        async with connection.begin_nested():
-            position_id = await insert_id(
-                connection,
-                schema.positions,
-                strategy_id=strategy_id,
-                account_id=account_id,
-                ticker=plan.instrument.ticker,
-                direction=direction,
-                status="opening",
-                quantity=ZERO,
-                cost=ZERO,
-                realized_pnl=ZERO,
-                provider_position_id=provider_position_id,
-                created_at=now,
-            )
-    except IntegrityError as exc:
+        # No savepoint is needed: a refused insert changes nothing, and the caller's
+        # transaction ends with the error (on PostgreSQL it is aborted anyway).
+        position_id = await sql.insert_id(
+            tx,
+            schema.positions,
+            strategy_id=strategy_id,
+            account_id=account_id,
+            ticker=plan.instrument.ticker,
+            direction=direction,
+            status="opening",
+            quantity=ZERO,
+            cost=ZERO,
+            realized_pnl=ZERO,
+            provider_position_id=provider_position_id,
+            created_at=now,
+        )
+    except UniqueViolation as exc:
         raise PositionAlreadyExists("the strategy already has an open position") from exc
     return await _insert_order(
-        connection,
+        tx,
         event_id=event_id,
         strategy_id=strategy_id,
         account_id=account_id,
@@ -200,8 +207,15 @@ async def reserve_open(
     )
 
 
+_CLAIM_CLOSE = Statement(
+    update(schema.positions)
+    .where(schema.positions.c.id == bindparam("position_id"), schema.positions.c.status == "open")
+    .values(status="closing")
+)
+
+
 async def reserve_close(
-    connection: AsyncConnection,
+    tx: Tx,
     position: OpenPosition,
     *,
     event_id: int,
@@ -211,16 +225,11 @@ async def reserve_close(
     symbol: str,
     now: datetime,
 ) -> OrderIntent:
-    await journal.lock_account(connection, account_id)  # first, as every trading write
-    claimed = await connection.execute(
-        update(schema.positions)
-        .where(schema.positions.c.id == position.id, schema.positions.c.status == "open")
-        .values(status="closing")
-    )
-    if claimed.rowcount != 1:
+    # No account lock: a close reserves no funds, and the claim is the position row's own.
+    if await tx.run(_CLAIM_CLOSE, position_id=position.id) != 1:
         raise RuntimeError(f"position {position.id} is no longer open")
     return await _insert_order(
-        connection,
+        tx,
         event_id=event_id,
         strategy_id=strategy_id,
         account_id=account_id,
@@ -237,7 +246,7 @@ async def reserve_close(
 
 
 async def _insert_order(
-    connection: AsyncConnection,
+    tx: Tx,
     *,
     event_id: int,
     strategy_id: int,
@@ -252,8 +261,8 @@ async def _insert_order(
     reserved: Decimal,
     now: datetime,
 ) -> OrderIntent:
-    order_id = await insert_id(
-        connection,
+    order_id = await sql.insert_id(
+        tx,
         schema.orders,
         client_order_id=client_order_id,
         event_id=event_id,
@@ -300,13 +309,22 @@ def _intent_columns() -> tuple[ColumnElement[Any], ...]:
     )
 
 
-async def pending_intents(connection: AsyncConnection, *, event_id: int) -> list[OrderIntent]:
-    """An event's intents without a final state (the event's runner settles them)."""
-    table = schema.orders
-    query = select(*_intent_columns()).where(
-        table.c.status == "pending", table.c.event_id == event_id
+_PENDING_INTENTS = Statement(
+    select(*_intent_columns())
+    .where(schema.orders.c.status == "pending", schema.orders.c.event_id == bindparam("event_id"))
+    .order_by(schema.orders.c.id)
+)
+_LEG_ORDERS = Statement(
+    select(schema.orders.c.status).where(
+        schema.orders.c.event_id == bindparam("event_id"),
+        schema.orders.c.purpose == bindparam("purpose"),
     )
-    return [OrderIntent(*row) for row in (await connection.execute(query.order_by(table.c.id)))]
+)
+
+
+async def pending_intents(tx: Tx, *, event_id: int) -> list[OrderIntent]:
+    """An event's intents without a final state (the event's runner settles them)."""
+    return [OrderIntent(*row) for row in await tx.rows(_PENDING_INTENTS, event_id=event_id)]
 
 
 async def orphaned_intents(
@@ -333,43 +351,51 @@ async def orphaned_intents(
     ]
 
 
-async def leg_orders(connection: AsyncConnection, *, event_id: int, purpose: Purpose) -> list[str]:
+async def leg_orders(tx: Tx, *, event_id: int, purpose: Purpose) -> list[str]:
     """The final statuses of the orders an event already sent for one leg."""
-    table = schema.orders
-    return list(
-        (
-            await connection.execute(
-                select(table.c.status).where(
-                    table.c.event_id == event_id, table.c.purpose == purpose
-                )
-            )
-        ).scalars()
+    return [
+        str(status) for status in await tx.scalars(_LEG_ORDERS, event_id=event_id, purpose=purpose)
+    ]
+
+
+# The order and its position, both rows locked: a report is applied once.
+_ORDER_AND_POSITION = Statement(
+    select(
+        schema.orders.c.status,
+        schema.positions.c.quantity,
+        schema.positions.c.cost,
+        schema.positions.c.realized_pnl,
     )
+    .where(
+        schema.orders.c.id == bindparam("order_id"),
+        schema.positions.c.id == bindparam("position_id"),
+    )
+    .with_for_update()
+)
+_DROP_POSITION = Statement(
+    delete(schema.positions).where(schema.positions.c.id == bindparam("position_id"))
+)
+_NEW_FILL = sql.insert_or_ignore(
+    schema.fills,
+    ["order_id", "broker_fill_id", "quantity", "price", "fee", "filled_at"],
+    unique=["order_id", "broker_fill_id"],
+    returning=schema.fills.c.id,
+)
 
 
-async def apply_report(
-    connection: AsyncConnection, intent: OrderIntent, report: OrderReport, *, now: datetime
-) -> None:
-    """Record the broker's answer about an intent; apply each fill once."""
-    await journal.lock_account(connection, intent.account_id)  # first, as every trading write
-    orders, fills = schema.orders, schema.fills
-    order = select(orders.c.status).where(orders.c.id == intent.order_id)
-    if (await connection.execute(order.with_for_update())).scalar_one() != "pending":
+async def apply_report(tx: Tx, intent: OrderIntent, report: OrderReport, *, now: datetime) -> None:
+    """Record the broker's answer about an intent; apply each fill once (a fill already
+    recorded is skipped). The account's cash moves last (:func:`journal.move_cash`)."""
+    row = await tx.first(
+        _ORDER_AND_POSITION, order_id=intent.order_id, position_id=intent.position_id
+    )
+    if row is None or row[0] != "pending":  # settled before (an empty open drops its position)
         return
-    seen = set(
-        (
-            await connection.execute(
-                select(fills.c.broker_fill_id).where(fills.c.order_id == intent.order_id)
-            )
-        ).scalars()
-    )
+    _, quantity, cost, realized = row
+    moved = ZERO
     for fill in report.fills:
-        if fill.fill_id in seen:
-            continue
-        seen.add(fill.fill_id)
-        fill_id = await insert_id(
-            connection,
-            fills,
+        fill_id = await tx.scalar(
+            _NEW_FILL,
             order_id=intent.order_id,
             broker_fill_id=fill.fill_id,
             quantity=fill.quantity,
@@ -377,55 +403,44 @@ async def apply_report(
             fee=fill.fee,
             filled_at=fill.at,
         )
+        if fill_id is None:
+            continue
         trade = ledger.Trade(intent.ticker, intent.side, fill.quantity, fill.price, fill.fee)
-        await _apply_fill(connection, intent, trade, fill_id=fill_id, at=fill.at)
-    await _settle(connection, intent, report, now=now)
-
-
-async def _apply_fill(
-    connection: AsyncConnection,
-    intent: OrderIntent,
-    trade: ledger.Trade,
-    *,
-    fill_id: int,
-    at: datetime,
-) -> None:
-    table = schema.positions
-    quantity, cost, realized = (
-        await connection.execute(
-            select(table.c.quantity, table.c.cost, table.c.realized_pnl).where(
-                table.c.id == intent.position_id
-            )
+        if intent.purpose == "open":
+            released = None
+            quantity, cost = quantity + trade.quantity, cost + trade.signed_quantity * trade.price
+        else:
+            released = cost if trade.quantity >= quantity else cost * trade.quantity / quantity
+            quantity, cost = max(quantity - trade.quantity, ZERO), cost - released
+        postings = ledger.trade_postings(trade, cost_released=released)
+        realized -= sum((p.amount for p in postings if p.ledger_account == "pnl"), ZERO)
+        await journal.post(
+            tx,
+            intent.account_id,
+            reference=f"fill:{fill_id}",
+            kind="trade",
+            postings=postings,
+            now=fill.at,
+            fill_id=fill_id,
+            trade=trade,
         )
-    ).one()
-    if intent.purpose == "open":
-        released = None
-        quantity, cost = quantity + trade.quantity, cost + trade.signed_quantity * trade.price
-    else:
-        released = cost if trade.quantity >= quantity else cost * trade.quantity / quantity
-        quantity, cost = max(quantity - trade.quantity, ZERO), cost - released
-    postings = ledger.trade_postings(trade, cost_released=released)
-    realized -= sum((p.amount for p in postings if p.ledger_account == "pnl"), ZERO)
-    await update_row(
-        connection, table, intent.position_id, quantity=quantity, cost=cost, realized_pnl=realized
-    )
-    await journal.post(
-        connection,
-        intent.account_id,
-        reference=f"fill:{fill_id}",
-        kind="trade",
-        postings=postings,
-        now=at,
-        fill_id=fill_id,
-        trade=trade,
-    )
+        moved += journal.cash_moved(postings)
+    await _settle(tx, intent, report, quantity=quantity, cost=cost, realized=realized, now=now)
+    await journal.move_cash(tx, intent.account_id, moved)
 
 
 async def _settle(
-    connection: AsyncConnection, intent: OrderIntent, report: OrderReport, *, now: datetime
+    tx: Tx,
+    intent: OrderIntent,
+    report: OrderReport,
+    *,
+    quantity: Decimal,
+    cost: Decimal,
+    realized: Decimal,
+    now: datetime,
 ) -> None:
-    """Give the order its final state and the position the state that follows from it."""
-    orders, positions = schema.orders, schema.positions
+    """Give the order its final state, and the position its book after the fills and the
+    state that follows from them."""
     filled = report.filled_quantity
     fee = sum((fill.fee for fill in report.fills), ZERO)
     average = (
@@ -436,9 +451,10 @@ async def _settle(
     status = report.status
     if status == "rejected" and filled:
         status = "partially_filled"
-    await update_row(
-        connection,
-        orders,
+    opened_nothing = intent.purpose == "open" and quantity == 0
+    await sql.update_row(
+        tx,
+        schema.orders,
         intent.order_id,
         status=status,
         broker_order_id=report.broker_order_id,
@@ -447,26 +463,21 @@ async def _settle(
         fee=fee,
         reason=report.reason,
         updated_at=now,
+        # Nothing filled: the position never existed; the order keeps the record.
+        position_id=None if opened_nothing else intent.position_id,
     )
-    quantity = (
-        await connection.execute(
-            select(positions.c.quantity).where(positions.c.id == intent.position_id)
-        )
-    ).scalar_one()
-    values: dict[str, object]
+    if opened_nothing:
+        await tx.run(_DROP_POSITION, position_id=intent.position_id)
+        return
+    values: dict[str, object] = {"quantity": quantity, "cost": cost, "realized_pnl": realized}
     if intent.purpose == "open":
-        if quantity == 0:
-            # Nothing filled: the position never existed; the order keeps the record.
-            await update_row(connection, orders, intent.order_id, position_id=None)
-            await connection.execute(delete(positions).where(positions.c.id == intent.position_id))
-            return
-        values = {"status": "open", "opened_at": now}
+        values |= {"status": "open", "opened_at": now}
         if filled < intent.quantity:
             values["attention"] = f"partially filled: {filled} of {intent.quantity}"
     elif quantity == 0:
-        values = {"status": "closed", "closed_at": now}
+        values |= {"status": "closed", "closed_at": now}
     else:
-        values = {"status": "open"}
+        values["status"] = "open"
         if filled:
             values["attention"] = f"close partially filled: {quantity} still open"
-    await update_row(connection, positions, intent.position_id, **values)
+    await sql.update_row(tx, schema.positions, intent.position_id, **values)
