@@ -7,6 +7,8 @@ source's (real prices from an exchange's public tickers: forward testing). A buy
 the fill's notional, rounded half-even to 8 decimal places. Its order book and balances live
 in memory: after a restart it knows no orders, so start-up reconciliation treats an intent it
 does not know as never placed. The ledger, not this object, is the record of a paper account.
+It remembers the last ``MAX_REMEMBERED_ORDERS`` orders (for lookups and repeated submits, which
+concern the orders still in flight), so its memory does not grow with every order it fills.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ QuoteSource = Callable[[str], Awaitable[Decimal]]
 
 BASIS_POINT = Decimal("0.0001")
 FEE_UNIT = Decimal("0.00000001")  # fees are rounded half-even to 8 decimal places
+MAX_REMEMBERED_ORDERS = 10_000
 
 
 class PaperBroker:
@@ -45,7 +48,8 @@ class PaperBroker:
         self._fee_rate = fee_bps * BASIS_POINT
         self._slippage = slippage_bps * BASIS_POINT
         self._clock = clock
-        self._orders: dict[str, OrderReport] = {}
+        self._orders: dict[str, OrderReport] = {}  # the most recent, oldest first
+        self._placed = 0
         self._balances: dict[str, Decimal] = {currency: cash}
 
     def set_price(self, symbol: str, price: Decimal) -> None:
@@ -96,7 +100,8 @@ class PaperBroker:
         sign = 1 if order.side == "buy" else -1
         price = quote * (1 + sign * self._slippage) if self._slippage else quote
         fee = (order.quantity * price * self._fee_rate).quantize(FEE_UNIT, ROUND_HALF_EVEN)
-        number = len(self._orders) + 1
+        self._placed += 1
+        number = self._placed
         fill = Fill(
             fill_id=f"paper-fill-{number}",
             quantity=order.quantity,
@@ -111,6 +116,8 @@ class PaperBroker:
             fills=(fill,),
         )
         self._orders[order.client_order_id] = report
+        if len(self._orders) > MAX_REMEMBERED_ORDERS:
+            del self._orders[next(iter(self._orders))]
         base = order.symbol.split("/")[0]
         self._balances[base] = self._balances.get(base, Decimal(0)) + sign * order.quantity
         self._balances[self._currency] -= sign * order.quantity * price + fee
