@@ -10,6 +10,7 @@ is a ``tests.conftest.Service``, so the same ``post``, ``api``, ``rows`` and
 from __future__ import annotations
 
 import http.client
+import itertools
 import os
 import signal
 import socket
@@ -28,12 +29,47 @@ STOP_SECONDS = 15.0
 POLL_SECONDS = 0.02
 
 
+def _port_block() -> range:
+    """The ports this pytest process hands its servers: a block of its own below the
+    ephemeral range, one block per xdist worker.
+
+    Not the kernel's free port (binding port 0): the server binds its port only after
+    start-up, seconds later under load, and meanwhile the kernel can hand the same port
+    to a parallel worker. Whichever server bound it first then answers the other test's
+    readiness poll, and that test reads its database before its own server has
+    reconciled it. Below the ephemeral range, no outgoing connection takes one either.
+    """
+    lowest = 10_000
+    highest = max(_ephemeral_start(), lowest + 4_000)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    size = (highest - lowest) // max(workers, 1)
+    start = lowest + worker * size
+    return range(start, start + size)
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
+
+
+_PORTS = itertools.cycle(_port_block())
+
+
 def free_port() -> int:
-    """A loopback port nobody listens on now (the server binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
+    """A loopback port of this worker's block that nobody listens on now (the server
+    binds it a moment later; no other worker of this run is handed it)."""
+    for _ in range(1_000):
+        port = next(_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # taken: by another program, or a server of ours still stopping
         return port
+    raise AssertionError("no free loopback port in this worker's block")
 
 
 def poll(what: str, condition: Callable[[], bool], *, seconds: float = 10.0) -> None:
