@@ -249,7 +249,7 @@ class Receiver:
         """Claim the dedupe key and run the event, or answer as its first delivery did."""
         details = _details(parsed, integration)
         pending = Pending()
-        async with self._database.transaction(pending) as tx:
+        async with self._database.autocommit(pending) as tx:  # one INSERT: the claim
             event_id = await inbox.store(
                 tx, delivery, details, dedupe_key=key, worker_id=self._worker.id
             )
@@ -341,7 +341,7 @@ class Receiver:
             unexpected = SignalbridgeError("an unexpected error; see the log")
             state, answer = "retryable", answer_for(unexpected)
         await crash_after("recorded", self._settings.crash_at, run.pending)
-        async with self._database.transaction(run.pending) as tx:
+        async with self._database.autocommit(run.pending) as tx:  # one UPDATE
             await inbox.finish(
                 tx,
                 run.event_id,
@@ -442,7 +442,7 @@ class Receiver:
                 f"the signal's timestamp is {age:.0f} s from now; at most "
                 f"{self._settings.max_signal_age_seconds:.0f} s is accepted"
             )
-        async with self._database.transaction(run.pending) as tx:
+        async with self._database.autocommit(run.pending) as tx:  # each step idempotent
             strategy = await strategies.ensure_strategy(
                 tx,
                 run.integration.id,

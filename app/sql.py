@@ -205,19 +205,25 @@ class SqliteTx(Tx):
 
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
-        name = f"tx{self._depth}"
-        self._depth += 1
-        self._connection.execute(f"SAVEPOINT {name}")
+        self.begin_savepoint()
         try:
             yield
         except BaseException:
-            self._connection.execute(f"ROLLBACK TO {name}")
-            self._connection.execute(f"RELEASE {name}")
+            self.end_savepoint(commit=False)
             raise
-        else:
-            self._connection.execute(f"RELEASE {name}")
-        finally:
-            self._depth -= 1
+        self.end_savepoint(commit=True)
+
+    def begin_savepoint(self) -> None:
+        self._connection.execute(f"SAVEPOINT tx{self._depth}")
+        self._depth += 1
+
+    def end_savepoint(self, *, commit: bool) -> None:
+        """Release the innermost savepoint, its work kept or (``commit=False``) undone."""
+        self._depth -= 1
+        name = f"tx{self._depth}"
+        if not commit:
+            self._connection.execute(f"ROLLBACK TO {name}")
+        self._connection.execute(f"RELEASE {name}")
 
 
 class PostgresTx(Tx):

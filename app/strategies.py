@@ -63,7 +63,9 @@ async def ensure_strategy(
     enabled: bool | None,
     now: datetime,
 ) -> Strategy:
-    """The strategy, created (enabled) when first seen; ``enabled`` sets its flag."""
+    """The strategy, created (enabled) when first seen; ``enabled`` sets its flag. Each
+    statement stands alone (:meth:`app.database.Database.autocommit` is enough): the
+    insert is ignored when another delivery created the strategy first."""
     key = {"integration_id": integration_id, "external_id": external_id}
     row = await tx.first(_BY_KEY, **key)
     if row is None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -111,3 +113,33 @@ def test_a_missing_or_unknown_parameter_and_a_float_are_refused() -> None:
     expanding = sql.Statement(select(schema.users.c.id).where(schema.users.c.id.in_([1, 2])))
     with pytest.raises(ValueError, match="expanding"):
         expanding.compiled(dialect)
+
+
+def test_a_transaction_is_undone_whole_and_autocommit_keeps_each_statement(
+    database_url: str,
+) -> None:
+    """A failure inside transaction() leaves nothing of it. Inside autocommit() each
+    statement stands on its own on PostgreSQL (what ran before the failure stays), and is
+    a transaction on SQLite, as documented: callers use it only where either is right."""
+
+    async def twice(begin: Callable[[], AbstractAsyncContextManager[sql.Tx]]) -> None:
+        async with begin() as tx:
+            await tx.run(_USER, email="a@b.c", created_at=NOW)
+            await tx.run(_USER, email="a@b.c", created_at=NOW)
+
+    async def check() -> None:
+        database = await _database(database_url)
+        try:
+            with pytest.raises(sql.UniqueViolation):
+                await twice(database.transaction)
+            async with database.snapshot() as tx:
+                assert await tx.scalars(_EMAILS) == []
+            with pytest.raises(sql.UniqueViolation):
+                await twice(database.autocommit)
+            async with database.snapshot() as tx:
+                kept = [] if database.is_sqlite else ["a@b.c"]
+                assert await tx.scalars(_EMAILS) == kept
+        finally:
+            await database.dispose()
+
+    asyncio.run(check())
