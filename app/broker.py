@@ -62,6 +62,12 @@ class Broker(Protocol):
     is_live: bool
     """True when the venue's balances are the truth (an exchange); False for paper."""
 
+    @property
+    def is_local(self) -> bool:
+        """True when it answers from this process's memory and never waits on a network
+        (a paper broker on prices set by hand): its calls need no timeout."""
+        ...
+
     async def start(self) -> None:
         """Get ready to trade: load (or reload) markets. Called at start-up and periodically."""
         ...

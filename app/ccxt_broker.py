@@ -151,6 +151,7 @@ class CcxtBroker:
         self._clock = clock
 
     is_live = True
+    is_local = False
 
     async def start(self) -> None:
         """Load (or reload) the exchange's markets and rebuild the instruments."""

@@ -58,6 +58,10 @@ class PaperBroker:
 
     is_live = False
 
+    @property
+    def is_local(self) -> bool:
+        return self._quotes is None  # else its prices come from an exchange
+
     @classmethod
     def for_account(
         cls,

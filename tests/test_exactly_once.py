@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
@@ -233,3 +234,27 @@ def test_an_unexpected_error_is_500_and_a_redelivery_executes_once(
     assert statuses == (["filled"] if after_placing else ["rejected", "filled"])
     assert len(service.api("/api/positions", status="open")["positions"]) == 1
     check_invariants(service)
+
+
+def test_a_paper_broker_on_fetched_prices_is_bounded_by_the_broker_timeout(
+    start_service: ServiceFactory,
+) -> None:
+    """Only a broker that answers from memory goes without a timeout: a paper account whose
+    prices come from an exchange (forward testing) waits at most ``broker_timeout_seconds``
+    for a quote, answers 503, and opens nothing."""
+
+    async def hanging(_symbol: str) -> Decimal:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    instruments = instruments_by_ticker(load_settings(CONFIG).instruments)
+    broker = PaperBroker(instruments, currency="USD", cash=Decimal(100000), quotes=hanging)
+    assert not broker.is_local
+    service = start_service(brokers={"demo-paper": broker}, broker_timeout_seconds=0.2)
+
+    response = service.send("SIGNAL_OPEN", signal())
+
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == "broker_unavailable"
+    assert service.rows("SELECT id FROM orders") == []
+    assert PaperBroker(instruments, currency="USD", cash=Decimal(1)).is_local
