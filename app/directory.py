@@ -43,30 +43,31 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+_INTEGRATION_COLUMNS = (
+    schema.integrations.c.id,
+    schema.integrations.c.name,
+    schema.integrations.c.status,
+    schema.accounts.c.id,
+    schema.accounts.c.name,
+    schema.accounts.c.is_sandbox,
+    schema.accounts.c.is_verified,
+    schema.integrations.c.token_header,
+)
+_WITH_ACCOUNT = schema.integrations.join(
+    schema.accounts, schema.accounts.c.id == schema.integrations.c.account_id
+)
+# Every live token with its integration: authentication is one statement.
 _LIVE_TOKENS = Statement(
-    select(
-        schema.integrations.c.id,
-        schema.integrations.c.token_header,
-        schema.integration_tokens.c.token_sha256,
-    )
-    .join(schema.integration_tokens)
+    select(*_INTEGRATION_COLUMNS, schema.integration_tokens.c.token_sha256)
+    .select_from(_WITH_ACCOUNT.join(schema.integration_tokens))
     .where(
         schema.integration_tokens.c.revoked_at.is_(None),
         schema.integrations.c.status != "deleted",
     )
 )
 _INTEGRATION = Statement(
-    select(
-        schema.integrations.c.id,
-        schema.integrations.c.name,
-        schema.integrations.c.status,
-        schema.accounts.c.id,
-        schema.accounts.c.name,
-        schema.accounts.c.is_sandbox,
-        schema.accounts.c.is_verified,
-        schema.integrations.c.token_header,
-    )
-    .join(schema.accounts, schema.accounts.c.id == schema.integrations.c.account_id)
+    select(*_INTEGRATION_COLUMNS)
+    .select_from(_WITH_ACCOUNT)
     .where(schema.integrations.c.id == bindparam("integration_id"))
 )
 
@@ -77,18 +78,20 @@ async def authenticate(tx: Tx, headers: Mapping[str, str]) -> tuple[Integration 
     Every live token is compared, in constant time, against the digest of what arrived in
     that token's header; the search does not stop at the first match.
     """
-    found: int | None = None
+    found: Integration | None = None
     presented: str | None = None
-    for integration_id, header, digest in await tx.rows(_LIVE_TOKENS):
+    digests: dict[str, str] = {}  # of each header's value, computed once
+    for *integration, digest in await tx.rows(_LIVE_TOKENS):
+        header = integration[-1]
         value = headers.get(header)
         if value is None:
             continue
         presented = value
-        if hmac.compare_digest(token_digest(value), digest):
-            found = integration_id
-    if found is None:
-        return None, presented
-    return await integration_by_id(tx, found), presented
+        if header not in digests:
+            digests[header] = token_digest(value)
+        if hmac.compare_digest(digests[header], digest):
+            found = Integration(*integration)
+    return found, presented
 
 
 async def integration_by_id(tx: Tx, integration_id: int) -> Integration:
