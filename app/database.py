@@ -289,8 +289,9 @@ class _InlineConnection:
 
 
 class Database:
-    """The engine and the ways in: :meth:`transaction` and :meth:`snapshot` for the write
-    path's statements (:mod:`app.sql`, on the driver's own connections), :meth:`write`
+    """The engine and the ways in: :meth:`transaction`, :meth:`autocommit` and
+    :meth:`snapshot` for the write path's statements (:mod:`app.sql`, on the driver's own
+    connections), :meth:`write`
     and :meth:`read` for SQLAlchemy's (start-up, the operator's API, reconciliation).
 
     On SQLite every write runs on one connection, in order, with group commit: the first
@@ -316,7 +317,7 @@ class Database:
         self._committer: asyncio.Task[None] | None = None
         self._commits: ThreadPoolExecutor | None = None  # where COMMIT waits for the disk
         self._reader: sqlite3.Connection | None = None  # SQLite: snapshot()'s connection
-        self._pool: asyncpg.Pool | None = None  # PostgreSQL: transaction()'s connections
+        self._pool: asyncpg.Pool | None = None  # PostgreSQL: the write path's connections
         self._pool_lock = asyncio.Lock()
 
     @contextlib.asynccontextmanager
@@ -477,9 +478,10 @@ class Database:
 
 
 class _SqliteTransaction:
-    """:meth:`Database.transaction` on SQLite: a savepoint in the open batch, under the
-    write lock. A class, not a generator: a delivery opens five of these, and a
-    generator-based context manager costs several times as much to enter and leave."""
+    """:meth:`Database.transaction` (and :meth:`Database.autocommit`) on SQLite: a
+    savepoint in the open batch, under the write lock. A class, not a generator: a
+    delivery opens five of these, and a generator-based context manager costs several
+    times as much to enter and leave."""
 
     __slots__ = ("_committed", "_database", "_pending", "_tx")
 
