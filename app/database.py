@@ -60,18 +60,18 @@ class ExactDecimal(TypeDecorator[Decimal]):
         return dialect.type_descriptor(String())
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        if not isinstance(value, Decimal):
-            raise TypeError(f"money and quantities must be Decimal, not {type(value).__name__}")
-        if not value.is_finite():
-            raise ValueError(f"not a finite amount: {value}")
-        return value if dialect.name == "postgresql" else str(value)
+        process = self.bind_processor(dialect)
+        return process(value) if process is not None else value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:
             return None
         return value if isinstance(value, Decimal) else Decimal(value)
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        """:meth:`process_bind_param` itself, without SQLAlchemy's wrapper around it: a
+        delivery binds a few dozen amounts."""
+        return _decimal_for_postgres if dialect.name == "postgresql" else _decimal_text
 
     def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any] | None:
         """PostgreSQL's driver gives Decimals already; SQLite's text becomes one."""
@@ -82,6 +82,22 @@ class ExactDecimal(TypeDecorator[Decimal]):
 
 def _decimal_or_none(value: Any) -> Decimal | None:
     return None if value is None else Decimal(value)
+
+
+def _exact(value: Any) -> Decimal:
+    if not isinstance(value, Decimal):
+        raise TypeError(f"money and quantities must be Decimal, not {type(value).__name__}")
+    if not value.is_finite():
+        raise ValueError(f"not a finite amount: {value}")
+    return value
+
+
+def _decimal_text(value: Any) -> str | None:
+    return None if value is None else str(_exact(value))
+
+
+def _decimal_for_postgres(value: Any) -> Decimal | None:
+    return None if value is None else _exact(value)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -109,15 +125,26 @@ class UTCDateTime(TypeDecorator[datetime]):
         slower, and a delivery binds a dozen datetimes."""
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
+        return _sqlite_datetime
 
-        def process(value: datetime | None) -> str | None:
-            if value is None:
-                return None
-            if value.tzinfo is None:
-                raise ValueError("datetimes must be timezone-aware")
-            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
-        return process
+# The text of the datetimes bound lately: a delivery binds its few instants a dozen times.
+_DATETIME_TEXT: dict[datetime, str] = {}
+_DATETIME_TEXT_SIZE = 256
+
+
+def _sqlite_datetime(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("datetimes must be timezone-aware")
+    text = _DATETIME_TEXT.get(value)
+    if text is None:
+        if len(_DATETIME_TEXT) >= _DATETIME_TEXT_SIZE:
+            _DATETIME_TEXT.clear()
+        text = value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+        _DATETIME_TEXT[value] = text
+    return text
 
 
 def is_sqlite(url: str) -> bool:
@@ -347,7 +374,7 @@ class Database:
         PostgreSQL each transaction commits as it ends.
         """
         if self.is_sqlite:
-            return _SqliteTransaction(self, pending)
+            return _SqliteTransaction(self, pending, savepoint=True)
         return self._postgres_transaction()
 
     def autocommit(
@@ -356,9 +383,10 @@ class Database:
         """Writes each of which stands on its own: one statement, or statements that a
         retry completes when only some ran (idempotent ones). On PostgreSQL each commits
         as it runs, without BEGIN and COMMIT: two round trips fewer, a good part of a
-        delivery's. On SQLite it is :meth:`transaction`."""
+        delivery's. On SQLite they join the open batch as :meth:`transaction` does, but
+        without a savepoint of their own: a statement that fails undoes only itself."""
         if self.is_sqlite:
-            return _SqliteTransaction(self, pending)
+            return _SqliteTransaction(self, pending, savepoint=False)
         return self._postgres_statements()
 
     @contextlib.asynccontextmanager
@@ -478,16 +506,17 @@ class Database:
 
 
 class _SqliteTransaction:
-    """:meth:`Database.transaction` (and :meth:`Database.autocommit`) on SQLite: a
-    savepoint in the open batch, under the write lock. A class, not a generator: a
-    delivery opens five of these, and a generator-based context manager costs several
-    times as much to enter and leave."""
+    """:meth:`Database.transaction` (and :meth:`Database.autocommit`) on SQLite: work in
+    the open batch, under the write lock, in a savepoint of its own for a transaction.
+    A class, not a generator: a delivery opens five of these, and a generator-based
+    context manager costs several times as much to enter and leave."""
 
-    __slots__ = ("_committed", "_database", "_pending", "_tx")
+    __slots__ = ("_committed", "_database", "_pending", "_savepoint", "_tx")
 
-    def __init__(self, database: Database, pending: Pending | None) -> None:
+    def __init__(self, database: Database, pending: Pending | None, *, savepoint: bool) -> None:
         self._database = database
         self._pending = pending
+        self._savepoint = savepoint
 
     async def __aenter__(self) -> Tx:
         database = self._database
@@ -496,7 +525,8 @@ class _SqliteTransaction:
             self._committed = await database._join_batch()
             assert database._raw is not None
             self._tx = SqliteTx(database._raw, database.engine.dialect)
-            self._tx.begin_savepoint()
+            if self._savepoint:
+                self._tx.begin_savepoint()
         except BaseException:
             database._write_lock.release()
             raise
@@ -504,11 +534,14 @@ class _SqliteTransaction:
 
     async def __aexit__(self, kind: type[BaseException] | None, *_exc: object) -> None:
         try:
-            self._tx.end_savepoint(commit=kind is None)
+            if self._savepoint:
+                self._tx.end_savepoint(commit=kind is None)
         finally:
             self._database._write_lock.release()
-        if kind is not None:
-            return
+        if kind is not None and self._savepoint:
+            return  # undone: nothing of it to wait for
+        # Done, or (without a savepoint) done up to the failure: as on PostgreSQL, what
+        # ran is committed when the block ends.
         if self._pending is None:
             await asyncio.shield(self._committed)
         else:
