@@ -48,22 +48,26 @@ class _Compiled:
     sql: str
     params: tuple[tuple[str, Any, Processor], ...]  # name, value when not given, processor
     names: frozenset[str]
+    required: frozenset[str]  # the names without a value of their own in the statement
     results: tuple[Processor, ...]
     processes_results: bool
 
     def bind(self, values: Mapping[str, Any]) -> list[Any]:
         """The parameters in order; a name the statement does not have is refused, not
         ignored (a misspelt one would otherwise leave a column unset, or its default)."""
-        if not self.names.issuperset(values):
+        names = values.keys()
+        if not (self.required <= names <= self.names):
             unknown = sorted(set(values) - self.names)
-            raise KeyError(f"the statement has no parameter {', '.join(unknown)}")
-        bound = []
-        for name, default, process in self.params:
-            value = values.get(name, default)
-            if value is _NO_DEFAULT:
-                raise KeyError(f"statement parameter {name!r} was not given")
-            bound.append(value if process is None or value is None else process(value))
-        return bound
+            if unknown:
+                raise KeyError(f"the statement has no parameter {', '.join(unknown)}")
+            missing = sorted(self.required - names)
+            raise KeyError(f"statement parameter {missing[0]!r} was not given")
+        get = values.get
+        # Every processor (the schema's and SQLAlchemy's) passes None through.
+        return [
+            get(name, default) if process is None else process(get(name, default))
+            for name, default, process in self.params
+        ]
 
     def rows(self, rows: Sequence[Sequence[Any]]) -> list[Row]:
         if not self.processes_results:
@@ -127,6 +131,7 @@ def _compile(clause: ClauseElement, dialect: Dialect) -> _Compiled:
         sql=compiled.string,
         params=tuple(params),
         names=frozenset(name for name, _, _ in params),
+        required=frozenset(name for name, default, _ in params if default is _NO_DEFAULT),
         results=results,
         processes_results=any(process is not None for process in results),
     )
@@ -157,10 +162,7 @@ class Tx:
         return rows[0] if rows else None
 
     async def one(self, statement: Statement, **params: Any) -> Row:
-        rows = await self.rows(statement, **params)
-        if len(rows) != 1:
-            raise LookupError(f"expected one row, found {len(rows)}")
-        return rows[0]
+        return _only(await self.rows(statement, **params))
 
     async def scalar(self, statement: Statement, **params: Any) -> Any:
         """The first column of the first row; None when there is no row."""
@@ -169,6 +171,12 @@ class Tx:
 
     async def scalars(self, statement: Statement, **params: Any) -> list[Any]:
         return [row[0] for row in await self.rows(statement, **params)]
+
+
+def _only(rows: list[Row]) -> Row:
+    if len(rows) != 1:
+        raise LookupError(f"expected one row, found {len(rows)}")
+    return rows[0]
 
 
 class SqliteTx(Tx):
@@ -189,10 +197,26 @@ class SqliteTx(Tx):
                 raise UniqueViolation(str(exc)) from exc
             raise
 
-    async def rows(self, statement: Statement, **params: Any) -> list[Row]:
+    def _fetch(self, statement: Statement, params: Mapping[str, Any]) -> list[Row]:
         compiled, cursor = self._execute(statement, params)
         result: list[Row] = compiled.rows(cursor.fetchall())
         return result
+
+    async def rows(self, statement: Statement, **params: Any) -> list[Row]:
+        return self._fetch(statement, params)
+
+    # first/one/scalar straight from _fetch, not through rows(): together they run a
+    # couple of dozen times per delivery, and each coroutine awaited inside another costs.
+    async def first(self, statement: Statement, **params: Any) -> Row | None:
+        rows = self._fetch(statement, params)
+        return rows[0] if rows else None
+
+    async def one(self, statement: Statement, **params: Any) -> Row:
+        return _only(self._fetch(statement, params))
+
+    async def scalar(self, statement: Statement, **params: Any) -> Any:
+        rows = self._fetch(statement, params)
+        return rows[0][0] if rows else None
 
     async def run(self, statement: Statement, **params: Any) -> int:
         _, cursor = self._execute(statement, params)
@@ -263,8 +287,9 @@ class PostgresTx(Tx):
 
 
 def insert_statement(table: Table, columns: Sequence[str]) -> Statement:
-    """``INSERT INTO table (columns) VALUES (...) RETURNING id``, built once per column set."""
-    return _insert_statement(table, tuple(sorted(columns)))
+    """``INSERT INTO table (columns) VALUES (...) RETURNING id``, built once per column list
+    (in the order given: each caller names its columns in an order of its own)."""
+    return _insert_statement(table, tuple(columns))
 
 
 @functools.cache
@@ -284,17 +309,17 @@ def insert_or_ignore(
     columns: Sequence[str],
     *,
     unique: Sequence[str],
-    returning: ColumnElement[Any] | None = None,
+    returning: Sequence[ColumnElement[Any]] = (),
 ) -> Statement:
     """INSERT that does nothing when a row with the same ``unique`` columns exists (both
     databases' ``ON CONFLICT DO NOTHING``), so concurrent creators never collide. With
-    ``returning``, that column of the new row; no row when nothing was inserted."""
+    ``returning``, those columns of the new row; no row when nothing was inserted."""
 
     def build(dialect: str) -> ClauseElement:
         module = postgresql if dialect == "postgresql" else sqlite
         values = {name: bindparam(name, type_=table.c[name].type) for name in columns}
         insert = module.insert(table).values(values).on_conflict_do_nothing(index_elements=unique)
-        built: ClauseElement = insert if returning is None else insert.returning(returning)
+        built: ClauseElement = insert.returning(*returning) if returning else insert
         return built
 
     return Statement(build)
@@ -313,9 +338,9 @@ async def tx_on(connection: AsyncConnection) -> Tx:
 
 async def insert_id(tx: Tx, table: Table, **values: Any) -> int:
     """Insert a row into ``table`` and return its ``id``."""
-    return int(await tx.scalar(insert_statement(table, list(values)), **values))
+    return int(await tx.scalar(_insert_statement(table, tuple(values)), **values))
 
 
 async def update_row(tx: Tx, table: Table, row_id: int, **values: Any) -> None:
     """Set ``values`` on the row of ``table`` whose ``id`` is ``row_id``."""
-    await tx.run(_update_statement(table, tuple(sorted(values))), row_id=row_id, **values)
+    await tx.run(_update_statement(table, tuple(values)), row_id=row_id, **values)
