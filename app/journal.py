@@ -84,21 +84,24 @@ def cash_moved(postings: Sequence[ledger.Posting]) -> Decimal:
     return sum((p.amount for p in postings if p.ledger_account == "cash"), ZERO)
 
 
-async def move_cash(tx: Tx, account_id: int, amount: Decimal) -> None:
+async def move_cash(
+    tx: Tx, account_id: int, amount: Decimal, *, cash: Decimal | None = None
+) -> None:
     """Add ``amount`` to the account row's ``cash``, which moves with the journal's cash.
 
     On PostgreSQL one ``UPDATE ... SET cash = cash + amount`` (``NUMERIC`` arithmetic is
     exact): the row is locked from there to the commit, so callers move cash last and
     trading on one account waits for that commit only. SQLite keeps the amount as exact
-    text, where SQL arithmetic is floating point: it is read and written back, which its
-    single writer makes safe.
+    text, where SQL arithmetic is floating point: it is read (or ``cash``, read earlier in
+    this transaction, is used) and written back, which its single writer makes safe.
     """
     if not amount:
         return
     if tx.dialect.name == "postgresql":
         await tx.run(_ADD_CASH, account_id=account_id, amount=amount)
         return
-    cash = await lock_account(tx, account_id)
+    if cash is None:
+        cash = await lock_account(tx, account_id)
     await sql.update_row(tx, schema.accounts, account_id, cash=cash + amount)
 
 

@@ -51,6 +51,7 @@ _CREATE = sql.insert_or_ignore(
     schema.strategies,
     ["integration_id", "external_id", "name", "enabled", "updated_at"],
     unique=["integration_id", "external_id"],
+    returning=_STRATEGY_COLUMNS,
 )
 
 
@@ -70,15 +71,17 @@ async def ensure_strategy(
     row = await tx.first(_BY_KEY, **key)
     if row is None:
         created = True if enabled is None else enabled
-        await tx.run(_CREATE, **key, name=name, enabled=created, updated_at=now)
-        row = await tx.one(_BY_KEY, **key)
+        row = await tx.first(_CREATE, **key, name=name, enabled=created, updated_at=now)
+        if row is None:  # another delivery created it meanwhile
+            row = await tx.one(_BY_KEY, **key)
     strategy = Strategy(*row)
     wanted = strategy.enabled if enabled is None else enabled
     wanted_name = name or strategy.name
-    if wanted != strategy.enabled or wanted_name != strategy.name:
-        await sql.update_row(
-            tx, schema.strategies, strategy.id, enabled=wanted, name=wanted_name, updated_at=now
-        )
+    if wanted == strategy.enabled and wanted_name == strategy.name:
+        return strategy
+    await sql.update_row(
+        tx, schema.strategies, strategy.id, enabled=wanted, name=wanted_name, updated_at=now
+    )
     return dataclasses.replace(strategy, enabled=wanted, name=wanted_name)
 
 

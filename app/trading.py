@@ -358,19 +358,22 @@ async def leg_orders(tx: Tx, *, event_id: int, purpose: Purpose) -> list[str]:
     ]
 
 
-# The order and its position, both rows locked: a report is applied once.
+# The order and its position, both rows locked: a report is applied once. The account's
+# cash comes along unlocked (it is locked when it moves, last); SQLite moves it by this.
 _ORDER_AND_POSITION = Statement(
     select(
         schema.orders.c.status,
         schema.positions.c.quantity,
         schema.positions.c.cost,
         schema.positions.c.realized_pnl,
+        schema.accounts.c.cash,
     )
     .where(
         schema.orders.c.id == bindparam("order_id"),
         schema.positions.c.id == bindparam("position_id"),
+        schema.accounts.c.id == bindparam("account_id"),
     )
-    .with_for_update()
+    .with_for_update(of=[schema.orders, schema.positions])
 )
 _DROP_POSITION = Statement(
     delete(schema.positions).where(schema.positions.c.id == bindparam("position_id"))
@@ -379,7 +382,7 @@ _NEW_FILL = sql.insert_or_ignore(
     schema.fills,
     ["order_id", "broker_fill_id", "quantity", "price", "fee", "filled_at"],
     unique=["order_id", "broker_fill_id"],
-    returning=schema.fills.c.id,
+    returning=[schema.fills.c.id],
 )
 
 
@@ -387,11 +390,14 @@ async def apply_report(tx: Tx, intent: OrderIntent, report: OrderReport, *, now:
     """Record the broker's answer about an intent; apply each fill once (a fill already
     recorded is skipped). The account's cash moves last (:func:`journal.move_cash`)."""
     row = await tx.first(
-        _ORDER_AND_POSITION, order_id=intent.order_id, position_id=intent.position_id
+        _ORDER_AND_POSITION,
+        order_id=intent.order_id,
+        position_id=intent.position_id,
+        account_id=intent.account_id,
     )
     if row is None or row[0] != "pending":  # settled before (an empty open drops its position)
         return
-    _, quantity, cost, realized = row
+    _, quantity, cost, realized, cash = row
     moved = ZERO
     for fill in report.fills:
         fill_id = await tx.scalar(
@@ -426,7 +432,7 @@ async def apply_report(tx: Tx, intent: OrderIntent, report: OrderReport, *, now:
         )
         moved += journal.cash_moved(postings)
     await _settle(tx, intent, report, quantity=quantity, cost=cost, realized=realized, now=now)
-    await journal.move_cash(tx, intent.account_id, moved)
+    await journal.move_cash(tx, intent.account_id, moved, cash=cash)
 
 
 async def _settle(
