@@ -26,6 +26,8 @@ class Metrics:
             ["type", "outcome"],
             registry=self.registry,
         )
+        # The children of the bounded label sets (the caller bounds them), looked up once.
+        self._delivery_counters: dict[tuple[str, str], Counter] = {}
         self.answer_seconds = Histogram(
             "signalbridge_answer_seconds",
             "Time from receipt to answer of a webhook delivery",
@@ -45,7 +47,11 @@ class Metrics:
         )
 
     def delivered(self, event_type: str | None, outcome: str, *, seconds: float) -> None:
-        self.deliveries.labels(type=event_type or "unparsed", outcome=outcome).inc()
+        key = (event_type or "unparsed", outcome)
+        counter = self._delivery_counters.get(key)
+        if counter is None:  # labels() looks the child up under a lock on every call
+            counter = self._delivery_counters[key] = self.deliveries.labels(*key)
+        counter.inc()
         self.answer_seconds.observe(seconds)
 
     async def render(self, open_positions: Callable[[], Awaitable[int]]) -> bytes:
