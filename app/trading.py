@@ -169,8 +169,11 @@ async def reserve_open(
     now: datetime,
     venue_cash: Decimal | None = None,
 ) -> OrderIntent:
-    current = await funds(tx, account_id, terms=terms, venue_cash=venue_cash)
-    plan = decide(current, await position_of(tx, strategy_id) is not None)
+    # The position is looked up before the account is locked: the lock, which every open
+    # on the account waits for, is held from the funds check to the commit, and this read
+    # needs no lock (a second open that slips past it is refused by the unique index).
+    has_open = await position_of(tx, strategy_id) is not None
+    plan = decide(await funds(tx, account_id, terms=terms, venue_cash=venue_cash), has_open)
     try:
         # No savepoint is needed: a refused insert changes nothing, and the caller's
         # transaction ends with the error (on PostgreSQL it is aborted anyway).
@@ -458,20 +461,19 @@ async def _settle(
     if status == "rejected" and filled:
         status = "partially_filled"
     opened_nothing = intent.purpose == "open" and quantity == 0
-    await sql.update_row(
-        tx,
-        schema.orders,
-        intent.order_id,
-        status=status,
-        broker_order_id=report.broker_order_id,
-        filled_quantity=filled,
-        average_price=average,
-        fee=fee,
-        reason=report.reason,
-        updated_at=now,
-        # Nothing filled: the position never existed; the order keeps the record.
-        position_id=None if opened_nothing else intent.position_id,
-    )
+    order: dict[str, object] = {
+        "status": status,
+        "broker_order_id": report.broker_order_id,
+        "filled_quantity": filled,
+        "average_price": average,
+        "fee": fee,
+        "reason": report.reason,
+        "updated_at": now,
+    }
+    if opened_nothing:  # the position never existed; the order keeps the record
+        order["position_id"] = None
+    # (Otherwise position_id is left out: setting it to itself costs a foreign-key check.)
+    await sql.update_row(tx, schema.orders, intent.order_id, **order)
     if opened_nothing:
         await tx.run(_DROP_POSITION, position_id=intent.position_id)
         return
