@@ -173,6 +173,12 @@ def create_app(
             # What start-up built lives as long as the process: out of the collector's
             # sight, a full collection stops walking it (tens of ms at a time under load).
             gc.freeze()
+            # The young generation is collected once 10,000 more objects live than at the
+            # last collection (the default is 700): deliveries in flight hold thousands,
+            # nearly all freed by reference counting, and the collector walked them over
+            # and over. It now takes a quarter of the time (0.24 s to 0.06 s over 7,700
+            # deliveries, measured with gc.callbacks) for at most a few MiB more held.
+            gc.set_threshold(10_000, 20, 20)
             yield {
                 "services": Services(
                     settings=settings,
