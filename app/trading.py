@@ -169,11 +169,12 @@ async def reserve_open(
     now: datetime,
     venue_cash: Decimal | None = None,
 ) -> OrderIntent:
-    # The position is looked up before the account is locked: the lock, which every open
-    # on the account waits for, is held from the funds check to the commit, and this read
-    # needs no lock (a second open that slips past it is refused by the unique index).
-    has_open = await position_of(tx, strategy_id) is not None
-    plan = decide(await funds(tx, account_id, terms=terms, venue_cash=venue_cash), has_open)
+    current = await funds(tx, account_id, terms=terms, venue_cash=venue_cash)
+    # The position is read under the account's lock, never before it: an open that read
+    # "none" before another open committed would insert its own, wait on the unique index
+    # for that one's fill (which waits for this account lock to move the cash): a deadlock
+    # on PostgreSQL, seen in test_twenty_concurrent_opens_for_one_strategy_give_one_position.
+    plan = decide(current, await position_of(tx, strategy_id) is not None)
     try:
         # No savepoint is needed: a refused insert changes nothing, and the caller's
         # transaction ends with the error (on PostgreSQL it is aborted anyway).
