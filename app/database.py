@@ -128,23 +128,12 @@ class UTCDateTime(TypeDecorator[datetime]):
         return _sqlite_datetime
 
 
-# The text of the datetimes bound lately: a delivery binds its few instants a dozen times.
-_DATETIME_TEXT: dict[datetime, str] = {}
-_DATETIME_TEXT_SIZE = 256
-
-
 def _sqlite_datetime(value: datetime | None) -> str | None:
     if value is None:
         return None
     if value.tzinfo is None:
         raise ValueError("datetimes must be timezone-aware")
-    text = _DATETIME_TEXT.get(value)
-    if text is None:
-        if len(_DATETIME_TEXT) >= _DATETIME_TEXT_SIZE:
-            _DATETIME_TEXT.clear()
-        text = value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-        _DATETIME_TEXT[value] = text
-    return text
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def is_sqlite(url: str) -> bool:
