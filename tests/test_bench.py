@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
+from app.bench.load import steal_percent
 from app.cli import main
 from tests.conftest import CONFIG, postgres_url
 
@@ -33,6 +35,8 @@ def assert_measured(server: Any) -> None:
         assert phase["per_second"] == pytest.approx(40 / phase["seconds"], rel=0.01)
         latency = phase["latency_ms"]
         assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+        if sys.platform.startswith("linux"):
+            assert 0 <= phase["cpu_steal_percent"] <= 100
 
 
 def test_bench_measures_the_service_against_the_baseline_and_verifies(
@@ -109,3 +113,10 @@ async def bench_databases(url: str) -> set[str]:
         return {row["datname"] for row in rows}
     finally:
         await connection.close()
+
+
+def test_stolen_cpu_is_the_share_of_all_ticks_between_two_readings() -> None:
+    assert steal_percent((10, 1_000), (60, 2_000)) == 5.0
+    assert steal_percent((10, 1_000), (10, 1_500)) == 0.0
+    assert steal_percent(None, (60, 2_000)) is None  # no /proc/stat
+    assert steal_percent((10, 1_000), (10, 1_000)) is None  # no time passed

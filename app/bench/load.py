@@ -156,7 +156,9 @@ class Phase:
         if len(self.samples) < SAMPLES:
             self.samples.append({"status": status, "type": kind, "pair": pair, "body": text})
 
-    def figures(self, elapsed: float, *, strategy_prefix: str) -> dict[str, Any]:
+    def figures(
+        self, elapsed: float, *, strategy_prefix: str, steal_percent: float | None
+    ) -> dict[str, Any]:
         ordered = sorted(self.latencies)
         return {
             "name": self.name,
@@ -175,7 +177,30 @@ class Phase:
             },
             "statuses": {str(status): n for status, n in sorted(self.statuses.items())},
             "samples": self.samples,
+            "cpu_steal_percent": steal_percent,
         }
+
+
+def cpu_times() -> tuple[int, int] | None:
+    """(stolen, total) CPU ticks of the whole machine since boot, from ``/proc/stat``;
+    None where there is none (not Linux). Stolen time is what the hypervisor gave other
+    virtual machines while this one had work: the same code then measures slower."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    ticks = [int(field) for field in fields[1:9]]  # user .. steal (guest is within user)
+    return ticks[7], sum(ticks)
+
+
+def steal_percent(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of the machine's CPU time stolen between two :func:`cpu_times`."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return round(100 * (after[0] - before[0]) / (after[1] - before[1]), 1)
 
 
 def _percentile(ordered: list[int], percent: int) -> float | None:
@@ -251,8 +276,13 @@ async def drive(spec: dict[str, Any]) -> None:
             done = max(answered / goal, min(time_used, 1.0))
             _emit(f"progress {index} {answered} {goal} {done:.3f}")
 
+        before = cpu_times()
         elapsed = await run_phase(target, phase, report)
-        figures = phase.figures(elapsed, strategy_prefix=target.strategy_prefix)
+        figures = phase.figures(
+            elapsed,
+            strategy_prefix=target.strategy_prefix,
+            steal_percent=steal_percent(before, cpu_times()),
+        )
         _emit(f"phase {json.dumps(figures)}")
 
 

@@ -20,6 +20,7 @@ COLUMNS = (
     ("p90 ms", ">"),
     ("p99 ms", ">"),
     ("max ms", ">"),
+    ("CPU stolen", ">"),
 )
 
 
@@ -71,6 +72,8 @@ def as_text(results: Mapping[str, Any]) -> str:
         f"{warmup['concurrency']} (not in the figures)",
         "",
         _table(servers),
+        "CPU stolen: the share of the machine's CPU time that the hypervisor gave other "
+        "virtual machines during the phase (/proc/stat); a phase with much stolen measures low",
         "",
     ]
     for label, key, unit in (
@@ -111,6 +114,7 @@ def _table(servers: list[tuple[str, Mapping[str, Any]]]) -> str:
                         "-" if latency[p] is None else f"{latency[p]:.2f}"
                         for p in ("p50", "p90", "p99", "max")
                     ),
+                    "-" if phase["cpu_steal_percent"] is None else f"{phase['cpu_steal_percent']}%",
                 ]
             )
     headers = [title for title, _align in COLUMNS]
