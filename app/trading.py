@@ -71,9 +71,11 @@ class OpenPosition:
     provider_position_id: str | None
 
 
-# One read for what a funds check sums (in Python: SQLite's SQL arithmetic on its exact
-# text would be floating point): the pending orders' reservations, then the costs of the
-# positions not closed (through the partial index of those: see _POSITION_OF).
+# One read for what an open's rules need (summed in Python: SQLite's SQL arithmetic on its
+# exact text would be floating point): the pending orders' reservations, the costs of the
+# account's positions not closed, and the strategy's own position not closed, if any
+# (through the partial index of those: see _POSITION_OF). One statement, not two: on
+# PostgreSQL every open on the account waits while the account's lock is held for it.
 _COMMITTED = Statement(
     union_all(
         select(schema.orders.c.reserved, literal("reserved")).where(
@@ -83,6 +85,9 @@ _COMMITTED = Statement(
         select(schema.positions.c.cost, literal("cost")).where(
             schema.positions.c.account_id == bindparam("account_id"), schema.OPEN_POSITION
         ),
+        select(schema.positions.c.cost, literal("strategy")).where(
+            schema.positions.c.strategy_id == bindparam("strategy_id"), schema.OPEN_POSITION
+        ),
     )
 )
 
@@ -91,25 +96,32 @@ async def funds(
     tx: Tx,
     account_id: int,
     *,
+    strategy_id: int,
     terms: AccountTerms,
     venue_cash: Decimal | None = None,
-) -> Funds:
+) -> tuple[Funds, bool]:
     """The account's funds as the rules see them (see :mod:`app.rules`), its row locked
-    (:func:`journal.lock_account`). ``venue_cash``, a live venue's free balance, stands in
-    for the ledger's cash where given."""
+    (:func:`journal.lock_account`), and whether the strategy has a position not closed.
+    ``venue_cash``, a live venue's free balance, stands in for the ledger's cash where
+    given."""
     ledger_cash = await journal.lock_account(tx, account_id)
     cash = ledger_cash if venue_cash is None else venue_cash
     reserved = collateral = equity_at_cost = ZERO
-    for amount, kind in await tx.rows(_COMMITTED, account_id=account_id):
+    has_open = False
+    rows = await tx.rows(_COMMITTED, account_id=account_id, strategy_id=strategy_id)
+    for amount, kind in rows:
         if kind == "reserved":
             reserved += amount
-            continue
-        equity_at_cost += amount
-        if amount < 0:
-            collateral += short_collateral(-amount, terms=terms)
-    return Funds(
+        elif kind == "strategy":
+            has_open = True
+        else:
+            equity_at_cost += amount
+            if amount < 0:
+                collateral += short_collateral(-amount, terms=terms)
+    funds = Funds(
         cash=cash, reserved=reserved, short_collateral=collateral, equity=cash + equity_at_cost
     )
+    return funds, has_open
 
 
 async def account_currency(tx: Tx, account_id: int) -> str:
@@ -169,12 +181,14 @@ async def reserve_open(
     now: datetime,
     venue_cash: Decimal | None = None,
 ) -> OrderIntent:
-    current = await funds(tx, account_id, terms=terms, venue_cash=venue_cash)
     # The position is read under the account's lock, never before it: an open that read
     # "none" before another open committed would insert its own, wait on the unique index
     # for that one's fill (which waits for this account lock to move the cash): a deadlock
     # on PostgreSQL, seen in test_twenty_concurrent_opens_for_one_strategy_give_one_position.
-    plan = decide(current, await position_of(tx, strategy_id) is not None)
+    current, has_open = await funds(
+        tx, account_id, strategy_id=strategy_id, terms=terms, venue_cash=venue_cash
+    )
+    plan = decide(current, has_open)
     try:
         # No savepoint is needed: a refused insert changes nothing, and the caller's
         # transaction ends with the error (on PostgreSQL it is aborted anyway).
