@@ -364,7 +364,7 @@ class Database:
         """
         if self.is_sqlite:
             return _SqliteTransaction(self, pending, savepoint=True)
-        return self._postgres_transaction()
+        return _PostgresTransaction(self, transaction=True)
 
     def autocommit(
         self, pending: Pending | None = None
@@ -376,26 +376,17 @@ class Database:
         without a savepoint of their own: a statement that fails undoes only itself."""
         if self.is_sqlite:
             return _SqliteTransaction(self, pending, savepoint=False)
-        return self._postgres_statements()
+        return _PostgresTransaction(self, transaction=False)
 
-    @contextlib.asynccontextmanager
-    async def _postgres_statements(self) -> AsyncIterator[Tx]:
-        async with self._acquire() as connection:
-            yield PostgresTx(connection, self.engine.dialect)
-
-    @contextlib.asynccontextmanager
-    async def _postgres_transaction(self) -> AsyncIterator[Tx]:
-        async with self._acquire() as connection, connection.transaction():
-            yield PostgresTx(connection, self.engine.dialect)
-
-    @contextlib.asynccontextmanager
-    async def snapshot(self) -> AsyncIterator[Tx]:
+    def snapshot(self) -> contextlib.AbstractAsyncContextManager[Tx]:
         """Reads for the statements of :mod:`app.sql`, each statement on its own (no
         transaction around them): what is committed when it runs."""
-        if not self.is_sqlite:
-            async with self._postgres_statements() as tx:
-                yield tx
-            return
+        if self.is_sqlite:
+            return self._sqlite_snapshot()
+        return _PostgresTransaction(self, transaction=False)
+
+    @contextlib.asynccontextmanager
+    async def _sqlite_snapshot(self) -> AsyncIterator[Tx]:
         if self._reader is None:
             database = self.engine.url.database or ":memory:"
             reader = await asyncio.to_thread(_open_sqlite, database)
@@ -460,14 +451,12 @@ class Database:
                 await writer.invalidate()
             await writer.close()
 
-    @contextlib.asynccontextmanager
-    async def _acquire(self) -> AsyncIterator[asyncpg.Connection]:
+    async def _postgres_pool(self) -> asyncpg.Pool:
         if self._pool is None:
             async with self._pool_lock:
                 if self._pool is None:
                     self._pool = await _postgres_pool(self.engine)
-        async with self._pool.acquire() as connection:
-            yield connection
+        return self._pool
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -537,6 +526,45 @@ class _SqliteTransaction:
             self._pending.add(self._committed)
 
 
+class _PostgresTransaction:
+    """:meth:`Database.transaction` (``transaction=True``), :meth:`Database.autocommit` and
+    :meth:`Database.snapshot` on PostgreSQL: a pooled ``asyncpg`` connection, in a
+    transaction or not. A class for the reason :class:`_SqliteTransaction` is one: it is
+    entered a few times per delivery, and three nested generator-based context managers
+    (the pool's connection, the transaction, the Tx) cost a measurable share of it."""
+
+    __slots__ = ("_connection", "_database", "_pool", "_transaction", "_wants_transaction")
+
+    def __init__(self, database: Database, *, transaction: bool) -> None:
+        self._database = database
+        self._wants_transaction = transaction
+        self._transaction: asyncpg.transaction.Transaction | None = None
+
+    async def __aenter__(self) -> Tx:
+        self._pool = pool = await self._database._postgres_pool()
+        self._connection = connection = await pool.acquire()
+        if self._wants_transaction:
+            try:
+                self._transaction = connection.transaction()
+                await self._transaction.start()
+            except BaseException:
+                await pool.release(connection)
+                raise
+        return PostgresTx(connection, self._database.engine.dialect)
+
+    async def __aexit__(self, kind: type[BaseException] | None, *_exc: object) -> None:
+        try:
+            if self._transaction is not None:
+                if kind is None:
+                    await self._transaction.commit()
+                else:
+                    await self._transaction.rollback()
+        finally:
+            # A transaction left open (a failed rollback, a cancelled commit) is rolled back
+            # on release: see _reset.
+            await self._pool.release(self._connection)
+
+
 class Pending:
     """The commits a delivery's writes wait in (:meth:`Database.transaction`)."""
 
@@ -562,7 +590,13 @@ async def _postgres_pool(engine: AsyncEngine) -> asyncpg.Pool:
     url = engine.url.set(drivername="postgresql")
     size = engine.pool.size()  # type: ignore[attr-defined]
     return await asyncpg.create_pool(
-        url.render_as_string(hide_password=False), min_size=1, max_size=size, reset=_reset
+        url.render_as_string(hide_password=False),
+        min_size=1,
+        max_size=size,
+        reset=_reset,
+        # No idle timer: with one, every release arms a timer and every acquire cancels it,
+        # a few times per delivery. The pool is small; its connections may stay open.
+        max_inactive_connection_lifetime=0,
     )
 
 
