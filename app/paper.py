@@ -9,6 +9,9 @@ in memory: after a restart it knows no orders, so start-up reconciliation treats
 does not know as never placed. The ledger, not this object, is the record of a paper account.
 It remembers the last ``MAX_REMEMBERED_ORDERS`` orders (for lookups and repeated submits, which
 concern the orders still in flight), so its memory does not grow with every order it fills.
+A thousand is thirty times what a server at concurrency 32 has in flight, and about 0.7 MiB;
+a delivery redelivered after more orders than that finds its unrecorded fill forgotten and
+is filled again, which the ledger, recording only what it was told, still gets right.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ QuoteSource = Callable[[str], Awaitable[Decimal]]
 
 BASIS_POINT = Decimal("0.0001")
 FEE_UNIT = Decimal("0.00000001")  # fees are rounded half-even to 8 decimal places
-MAX_REMEMBERED_ORDERS = 10_000
+MAX_REMEMBERED_ORDERS = 1_000
 
 
 class PaperBroker:
