@@ -177,9 +177,13 @@ class Receiver:
     ) -> inbox.Answer:
         """Store, run and answer one delivery; count it in the metrics."""
         started = time.perf_counter()
-        answer, event_type = await self._receive(
-            raw_body, content_type=content_type, headers=headers, started=started
-        )
+        self._database.deliveries_in_flight += 1
+        try:
+            answer, event_type = await self._receive(
+                raw_body, content_type=content_type, headers=headers, started=started
+            )
+        finally:
+            self._database.deliveries_in_flight -= 1
         known = event_type if event_type in KNOWN_TYPES else "other" if event_type else None
         self._metrics.delivered(
             known, answer.error_type or "ok", seconds=time.perf_counter() - started
