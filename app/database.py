@@ -46,6 +46,9 @@ SQLITE_BUSY_TIMEOUT_SECONDS = 30
 # A COMMIT runs on the event loop's own thread when at most one delivery is in flight and
 # recent COMMITs took less than this on average (see Database._commit_batch).
 INLINE_COMMIT_SECONDS = 0.002
+# A batch's COMMIT waits until a pass of the event loop adds no write to it, at most this
+# many passes (see Database._commit).
+BATCH_PASSES = 8
 
 
 class ExactDecimal(TypeDecorator[Decimal]):
@@ -344,6 +347,7 @@ class Database:
         self._committer: asyncio.Task[None] | None = None
         self._commits: ThreadPoolExecutor | None = None  # where COMMIT waits for the disk
         self._commit_seconds = 0.0  # a moving average of how long a COMMIT takes
+        self._joins = 0  # writes that joined a batch, ever (see _commit)
         self.deliveries_in_flight = 0  # counted by the receiver; see the class docstring
         self._reader: sqlite3.Connection | None = None  # SQLite: snapshot()'s connection
         self._pool: asyncpg.Pool | None = None  # PostgreSQL: the write path's connections
@@ -419,11 +423,19 @@ class Database:
             await begin_immediate(self._raw)
             self._committed = asyncio.get_running_loop().create_future()
             self._committer = asyncio.create_task(self._commit())
+        self._joins += 1
         return self._committed
 
     async def _commit(self) -> None:
-        """Commit the open batch. Queued on the write lock behind the writers already
-        waiting when the batch began, so they join it; later writers start the next."""
+        """Commit the open batch once a pass of the event loop added no write to it (at
+        most ``BATCH_PASSES`` passes): what is runnable now joins it instead of waiting
+        behind its COMMIT. Then queued on the write lock behind the writers waiting."""
+        joins = -1
+        for _ in range(BATCH_PASSES):
+            if self._joins == joins:
+                break
+            joins = self._joins
+            await asyncio.sleep(0)
         async with self._write_lock:
             await self._commit_batch()
 

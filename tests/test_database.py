@@ -259,6 +259,53 @@ async def test_a_commit_runs_on_the_loop_only_when_nothing_else_waits_and_the_di
 
 
 @pytest.mark.anyio
+async def test_writes_runnable_a_pass_later_share_the_commit_and_a_stream_cannot_delay_it(
+    database: Database,
+) -> None:
+    """The batch's COMMIT waits while passes of the event loop add writes to it: a write
+    that becomes runnable a pass after the first shares its commit. A stream of
+    writes, one every pass, cannot hold it back: the first write is durable after at most
+    BATCH_PASSES passes, long before the stream ends."""
+    user = sql.Statement(
+        schema.users.insert().values(
+            id=bindparam("id"), email=bindparam("email"), created_at=_now()
+        )
+    )
+    async with database.transaction() as tx:  # opens the writer
+        await tx.run(user, id=1, email="u1@b.c")
+    commits = 0
+
+    def count(statement: str) -> None:
+        nonlocal commits
+        commits += statement == "COMMIT"
+
+    assert database._raw is not None
+    database._raw.set_trace_callback(count)
+
+    async def write(n: int, *, after_passes: int) -> None:
+        for _ in range(after_passes):
+            await asyncio.sleep(0)
+        async with database.transaction() as tx:
+            await tx.run(user, id=n, email=f"u{n}@b.c")
+
+    await asyncio.gather(write(2, after_passes=0), write(3, after_passes=1))
+    assert commits == 1
+
+    commits = 0
+    stream_length = 80
+    assert app.database.BATCH_PASSES <= 20  # the stream outlasts the bound
+    first = asyncio.create_task(write(100, after_passes=0))
+    stream = [asyncio.create_task(write(101 + n, after_passes=n)) for n in range(stream_length)]
+    await first
+    assert sum(task.done() for task in stream) < stream_length // 2
+    await asyncio.gather(*stream)
+    assert commits >= 2
+    async with database.read() as connection:
+        count_ = await connection.scalar(text("SELECT count(*) FROM users"))
+    assert count_ == 3 + 1 + stream_length
+
+
+@pytest.mark.anyio
 async def test_a_write_waits_for_another_process_and_the_loop_keeps_running(
     database: Database, tmp_path: Path
 ) -> None:
