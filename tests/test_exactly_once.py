@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
@@ -258,3 +259,39 @@ def test_a_paper_broker_on_fetched_prices_is_bounded_by_the_broker_timeout(
     assert response.json()["error"] == "broker_unavailable"
     assert service.rows("SELECT id FROM orders") == []
     assert PaperBroker(instruments, currency="USD", cash=Decimal(1)).is_local
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_lone_deliveries_commit_on_the_loop_and_concurrent_ones_in_the_commit_thread(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The receiver counts the deliveries in flight, and counts each one out again however
+    it ends (a refused one too): one after another, every COMMIT runs on the event loop's
+    thread and the commit thread is never started; twenty at once start it."""
+    import app.database  # the server runs in this process: its thread reads this module
+
+    monkeypatch.setattr(app.database, "INLINE_COMMIT_SECONDS", 60.0)  # a fast disk
+
+    def commit_threads() -> int:
+        return sum(thread.name.startswith("sqlite-commit") for thread in threading.enumerate())
+
+    assert commit_threads() == 0
+    opened = service.send("SIGNAL_OPEN", signal())
+    refused = service.send("SIGNAL_CLOSE", signal(strategy={"id": "none", "name": "None"}))
+    closed = service.send("SIGNAL_CLOSE", signal())
+    assert [opened.status_code, refused.status_code, closed.status_code] == [200, 404, 200]
+    assert commit_threads() == 0
+    now = service.clock.milliseconds()
+    bodies = [
+        envelope(
+            "SIGNAL_OPEN",
+            signal(quantity=1, strategy={"id": f"s{n}", "name": "S"}),
+            timestamp=now + n,
+        )
+        for n in range(20)
+    ]
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(service.post, bodies))
+    assert [answer.status_code for answer in answers] == [200] * 20
+    assert commit_threads() == 1
+    check_invariants(service)
