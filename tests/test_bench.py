@@ -24,6 +24,11 @@ def bench(capsys: pytest.CaptureFixture[str], *arguments: str) -> tuple[int, Any
     return code, json.loads(capsys.readouterr().out)
 
 
+# /proc/stat counts CPU time in ticks of 10 ms a core: a bare-endpoint phase of 40
+# deliveries can end before one passes, and then there is no share to report.
+SECONDS_OF_TICKS = 0.05
+
+
 def assert_measured(server: Any) -> None:
     assert server["startup_seconds"] > 0
     assert server["peak_memory_mib"] > 0
@@ -35,8 +40,11 @@ def assert_measured(server: Any) -> None:
         assert phase["per_second"] == pytest.approx(40 / phase["seconds"], rel=0.01)
         latency = phase["latency_ms"]
         assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
-        if sys.platform.startswith("linux"):
-            assert 0 <= phase["cpu_steal_percent"] <= 100
+        steal = phase["cpu_steal_percent"]
+        if sys.platform.startswith("linux") and phase["seconds"] >= SECONDS_OF_TICKS:
+            assert 0 <= steal <= 100
+        else:  # off Linux, or a phase the kernel's CPU clock did not tick through
+            assert steal is None or 0 <= steal <= 100
 
 
 def test_bench_measures_the_service_against_the_baseline_and_verifies(

@@ -197,7 +197,8 @@ def cpu_times() -> tuple[int, int] | None:
 
 
 def steal_percent(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
-    """The share of the machine's CPU time stolen between two :func:`cpu_times`."""
+    """The share of the machine's CPU time stolen between two :func:`cpu_times`; None when
+    either is missing, or when the clock did not tick between them (a phase of a few ms)."""
     if before is None or after is None or after[1] <= before[1]:
         return None
     return round(100 * (after[0] - before[0]) / (after[1] - before[1]), 1)
