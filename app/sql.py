@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import operator
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,23 +52,33 @@ class _Compiled:
     required: frozenset[str]  # the names without a value of their own in the statement
     results: tuple[Processor, ...]
     processes_results: bool
+    # Binding runs for every statement: when the names given (with the statement's own
+    # values) are exactly its names, they are taken in one C call and only the processed
+    # positions are rewritten; anything else goes the long way, to its error.
+    defaults: Mapping[str, Any]
+    take: Callable[[Mapping[str, Any]], tuple[Any, ...]]
+    processed: tuple[tuple[int, Callable[[Any], Any]], ...]
 
     def bind(self, values: Mapping[str, Any]) -> list[Any]:
         """The parameters in order; a name the statement does not have is refused, not
         ignored (a misspelt one would otherwise leave a column unset, or its default)."""
-        names = values.keys()
-        if not (self.required <= names <= self.names):
-            unknown = sorted(set(values) - self.names)
-            if unknown:
-                raise KeyError(f"the statement has no parameter {', '.join(unknown)}")
-            missing = sorted(self.required - names)
-            raise KeyError(f"statement parameter {missing[0]!r} was not given")
-        get = values.get
-        # Every processor (the schema's and SQLAlchemy's) passes None through.
-        return [
-            get(name, default) if process is None else process(get(name, default))
-            for name, default, process in self.params
-        ]
+        complete = values if len(values) == len(self.names) else {**self.defaults, **values}
+        if len(complete) == len(self.names):
+            try:
+                bound = list(self.take(complete))
+            except KeyError:  # as many names, not the same ones: refused below
+                pass
+            else:
+                # Every processor (the schema's and SQLAlchemy's) passes None through.
+                for index, process in self.processed:
+                    bound[index] = process(bound[index])
+                return bound
+        # Not exactly the statement's names: an unknown one, or a required one missing.
+        unknown = sorted(set(values) - self.names)
+        if unknown:
+            raise KeyError(f"the statement has no parameter {', '.join(unknown)}")
+        missing = sorted(self.required - values.keys())
+        raise KeyError(f"statement parameter {missing[0]!r} was not given")
 
     def rows(self, rows: Sequence[Sequence[Any]]) -> list[Row]:
         if not self.processes_results:
@@ -127,6 +138,7 @@ def _compile(clause: ClauseElement, dialect: Dialect) -> _Compiled:
     results = tuple(
         column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
     )
+    names = [name for name, _, _ in params]
     return _Compiled(
         sql=compiled.string,
         params=tuple(params),
@@ -134,7 +146,22 @@ def _compile(clause: ClauseElement, dialect: Dialect) -> _Compiled:
         required=frozenset(name for name, default, _ in params if default is _NO_DEFAULT),
         results=results,
         processes_results=any(process is not None for process in results),
+        defaults={name: default for name, default, _ in params if default is not _NO_DEFAULT},
+        take=_taker(names),
+        processed=tuple(
+            (index, process) for index, (_, _, process) in enumerate(params) if process
+        ),
     )
+
+
+def _taker(names: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """The values of ``names`` as a tuple (``itemgetter`` of one name gives a bare value)."""
+    if not names:
+        return lambda _values: ()
+    if len(names) == 1:
+        get_one = operator.itemgetter(names[0])
+        return lambda values: (get_one(values),)
+    return operator.itemgetter(*names)
 
 
 class Tx:
@@ -186,12 +213,13 @@ class SqliteTx(Tx):
     def __init__(self, connection: sqlite3.Connection, dialect: Dialect) -> None:
         super().__init__(dialect)
         self._connection = connection
+        self._cursor = connection.cursor()  # one for all its statements, each read at once
         self._depth = 0
 
     def _execute(self, statement: Statement, params: Mapping[str, Any]) -> tuple[Any, Any]:
         compiled = statement.compiled(self.dialect)
         try:
-            return compiled, self._connection.execute(compiled.sql, compiled.bind(params))
+            return compiled, self._cursor.execute(compiled.sql, compiled.bind(params))
         except sqlite3.IntegrityError as exc:
             if exc.sqlite_errorcode in _SQLITE_UNIQUE:
                 raise UniqueViolation(str(exc)) from exc
@@ -238,7 +266,7 @@ class SqliteTx(Tx):
         self.end_savepoint(commit=True)
 
     def begin_savepoint(self) -> None:
-        self._connection.execute(f"SAVEPOINT tx{self._depth}")
+        self._cursor.execute(f"SAVEPOINT tx{self._depth}")
         self._depth += 1
 
     def end_savepoint(self, *, commit: bool) -> None:
@@ -246,8 +274,8 @@ class SqliteTx(Tx):
         self._depth -= 1
         name = f"tx{self._depth}"
         if not commit:
-            self._connection.execute(f"ROLLBACK TO {name}")
-        self._connection.execute(f"RELEASE {name}")
+            self._cursor.execute(f"ROLLBACK TO {name}")
+        self._cursor.execute(f"RELEASE {name}")
 
 
 class PostgresTx(Tx):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -113,6 +113,41 @@ def test_a_missing_or_unknown_parameter_and_a_float_are_refused() -> None:
     expanding = sql.Statement(select(schema.users.c.id).where(schema.users.c.id.in_([1, 2])))
     with pytest.raises(ValueError, match="expanding"):
         expanding.compiled(dialect)
+
+
+def test_binding_puts_each_value_in_its_place_with_the_statements_own_values() -> None:
+    """A parameter named twice gets its value twice; a literal of the statement keeps its
+    value unless one is given; as many names as the statement's, but not the same, are
+    refused; a datetime of any zone is stored as UTC."""
+    dialect = create_engine("sqlite+aiosqlite:///unused.db").dialect
+    twice = sql.Statement(
+        select(schema.orders.c.id).where(
+            schema.orders.c.account_id == bindparam("account_id"),
+            schema.orders.c.status == "pending",
+            schema.orders.c.strategy_id != bindparam("account_id"),
+            schema.orders.c.reserved > bindparam("reserved"),
+        )
+    ).compiled(dialect)
+    assert twice.bind({"account_id": 7, "reserved": Decimal("1.50")}) == [7, "pending", 7, "1.50"]
+    (literal,) = twice.names - {"account_id", "reserved"}
+    given = {"account_id": 7, "reserved": Decimal(1), literal: "filled"}
+    assert twice.bind(given) == [7, "filled", 7, "1"]
+    with pytest.raises(KeyError, match=r"no parameter reserve\b"):
+        twice.bind({"account_id": 7, "reserve": Decimal(1), literal: "filled"})
+    with pytest.raises(KeyError, match="'reserved' was not given"):
+        twice.bind({"account_id": 7})
+    east = datetime(2026, 1, 1, 14, 30, 0, 5, tzinfo=timezone(timedelta(hours=2)))
+    user = _USER.compiled(dialect)
+    assert user.bind({"email": "a@b.c", "created_at": east}) == [
+        "a@b.c",
+        "2026-01-01 12:30:00.000005",
+    ]
+    assert user.bind({"email": "a@b.c", "created_at": NOW}) == [
+        "a@b.c",
+        "2026-01-01 12:30:00.000000",
+    ]
+    with pytest.raises(ValueError, match="timezone-aware"):
+        user.bind({"email": "a@b.c", "created_at": NOW.replace(tzinfo=None)})
 
 
 def test_a_transaction_is_undone_whole_and_autocommit_keeps_each_statement(
