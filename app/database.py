@@ -138,9 +138,12 @@ class UTCDateTime(TypeDecorator[datetime]):
 def _sqlite_datetime(value: datetime | None) -> str | None:
     if value is None:
         return None
-    if value.tzinfo is None:
-        raise ValueError("datetimes must be timezone-aware")
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    if value.tzinfo is not UTC:  # the clock's own zone needs no conversion
+        if value.tzinfo is None:
+            raise ValueError("datetimes must be timezone-aware")
+        value = value.astimezone(UTC)
+    # "YYYY-MM-DD HH:MM:SS.ffffff+00:00", its offset cut off
+    return value.isoformat(" ", "microseconds")[:-6]
 
 
 def is_sqlite(url: str) -> bool:
