@@ -342,6 +342,7 @@ class Database:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.dialect = engine.dialect  # the async engine proxies each read of its own
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._write_lock = asyncio.Lock()
         self._writer: AsyncConnection | None = None
@@ -414,7 +415,7 @@ class Database:
                 self._reader = reader
             else:  # another first read opened one meanwhile
                 reader.close()
-        yield SqliteTx(self._reader, self.engine.dialect)
+        yield SqliteTx(self._reader, self.dialect)
 
     async def _join_batch(self) -> asyncio.Future[None]:
         """The open batch's commit, beginning a batch if none is open; under the write
@@ -536,7 +537,7 @@ class _SqliteTransaction:
         try:
             self._committed = await database._join_batch()
             assert database._raw is not None
-            self._tx = SqliteTx(database._raw, database.engine.dialect)
+            self._tx = SqliteTx(database._raw, database.dialect)
             if self._savepoint:
                 self._tx.begin_savepoint()
         except BaseException:
@@ -584,7 +585,7 @@ class _PostgresTransaction:
             except BaseException:
                 await pool.release(connection)
                 raise
-        return PostgresTx(connection, self._database.engine.dialect)
+        return PostgresTx(connection, self._database.dialect)
 
     async def __aexit__(self, kind: type[BaseException] | None, *_exc: object) -> None:
         try:
