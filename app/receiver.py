@@ -207,38 +207,61 @@ class Receiver:
             parsed = parse_envelope(raw_body)
         except RequestError as exc:
             error = exc
-        async with self._database.snapshot() as tx:
+        pending = Pending()
+        # One write block reads the tokens and stores the delivery (its claim, or its
+        # refusal). On SQLite the read runs on the writer, whose page cache is warm: a
+        # separate reader's cache is dropped at every commit. The tokens are never written
+        # inside a batch (only through Database.write), so it reads what is committed.
+        async with self._database.autocommit(pending) as tx:
             integration, presented = await directory.authenticate(tx, headers)
-        if presented:
-            # The provider echoes its webhook headers, token included, inside the body.
-            redacted = raw_body.replace(presented.encode(), b"[redacted]")
-            delivery = inbox.Delivery(redacted, digest, content_type, delivery.received_at)
-        details = _details(parsed, integration)
-        key = ""
-        if error is None and parsed is not None:
-            error = _credentials_error(parsed, integration)
-        if error is None and parsed is not None and integration is not None:
-            try:
-                key = _dedupe_key(parsed, integration.id, headers)
-            except RequestError as exc:
-                error = exc
-        if error is not None or parsed is None or integration is None:
-            answer = answer_for(error or InvalidCredentials("unknown integration"))
-            async with self._database.transaction() as tx:
+            if presented:
+                # The provider echoes its webhook headers, token included, inside the body.
+                redacted = raw_body.replace(presented.encode(), b"[redacted]")
+                delivery = inbox.Delivery(redacted, digest, content_type, delivery.received_at)
+            details = _details(parsed, integration)
+            key = ""
+            if error is None and parsed is not None:
+                error = _credentials_error(parsed, integration)
+            if error is None and parsed is not None and integration is not None:
+                try:
+                    key = _dedupe_key(parsed, integration.id, headers)
+                except RequestError as exc:
+                    error = exc
+            refused: inbox.Answer | None = None
+            event_id: int | None = None
+            if error is not None or parsed is None or integration is None:
+                refused = answer_for(error or InvalidCredentials("unknown integration"))
                 await inbox.store(
                     tx,
                     delivery,
                     details,
                     dedupe_key=None,
-                    answer=answer,
+                    answer=refused,
                     worker_id=self._worker.id,
                 )
-            return answer, details.event_type
+            else:
+                event_id = await inbox.store(
+                    tx, delivery, details, dedupe_key=key, worker_id=self._worker.id
+                )
+        if refused is not None:
+            await pending.durable()
+            return refused, details.event_type
+        assert parsed is not None
+        assert integration is not None
         if parsed.deprecation:
             log.warning(
                 "envelope version %s is deprecated from %s", parsed.version, parsed.deprecation
             )
-        answer = await self._accept(delivery, parsed, integration, key=key, started=started)
+        answer = await self._claimed(
+            event_id,
+            pending,
+            delivery=delivery,
+            details=details,
+            parsed=parsed,
+            integration=integration,
+            key=key,
+            started=started,
+        )
         return answer, parsed.event.type
 
     async def _accept(
@@ -257,6 +280,31 @@ class Receiver:
             event_id = await inbox.store(
                 tx, delivery, details, dedupe_key=key, worker_id=self._worker.id
             )
+        return await self._claimed(
+            event_id,
+            pending,
+            delivery=delivery,
+            details=details,
+            parsed=parsed,
+            integration=integration,
+            key=key,
+            started=started,
+        )
+
+    async def _claimed(
+        self,
+        event_id: int | None,
+        pending: Pending,
+        *,
+        delivery: inbox.Delivery,
+        details: inbox.Details,
+        parsed: ParsedEvent,
+        integration: directory.Integration,
+        key: str,
+        started: float,
+    ) -> inbox.Answer:
+        """Run the event whose claim ``event_id`` is (its commit in ``pending``), or, when
+        the key was claimed before, answer as its first delivery did."""
         if event_id is None:
             return await self._repeat(delivery, details, key, parsed, integration)
         await crash_after("stored", self._settings.crash_at, pending)
