@@ -24,7 +24,16 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, bindparam, delete, literal, select, union_all, update
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    bindparam,
+    delete,
+    literal,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import journal, ledger, schema, sql
@@ -76,8 +85,10 @@ class OpenPosition:
 # account's positions not closed, and the strategy's own position not closed, if any
 # (through the partial index of those: see _POSITION_OF). One statement, not two: on
 # PostgreSQL every open on the account waits while the account's lock is held for it.
-_COMMITTED = Statement(
-    union_all(
+# On SQLite it reads the account's cash too, where PostgreSQL takes the row's lock for it
+# first (a lock inside the statement would come after its snapshot was taken).
+def _committed(dialect: str) -> CompoundSelect[tuple[Decimal, str]]:
+    parts = [
         select(schema.orders.c.reserved, literal("reserved")).where(
             schema.orders.c.account_id == bindparam("account_id"),
             schema.orders.c.status == "pending",
@@ -88,8 +99,17 @@ _COMMITTED = Statement(
         select(schema.positions.c.cost, literal("strategy")).where(
             schema.positions.c.strategy_id == bindparam("strategy_id"), schema.OPEN_POSITION
         ),
-    )
-)
+    ]
+    if dialect == "sqlite":
+        parts.append(
+            select(schema.accounts.c.cash, literal("cash")).where(
+                schema.accounts.c.id == bindparam("account_id")
+            )
+        )
+    return union_all(*parts)
+
+
+_COMMITTED = Statement(_committed)
 
 
 async def funds(
@@ -101,11 +121,12 @@ async def funds(
     venue_cash: Decimal | None = None,
 ) -> tuple[Funds, bool]:
     """The account's funds as the rules see them (see :mod:`app.rules`), its row locked
-    (:func:`journal.lock_account`), and whether the strategy has a position not closed.
-    ``venue_cash``, a live venue's free balance, stands in for the ledger's cash where
-    given."""
-    ledger_cash = await journal.lock_account(tx, account_id)
-    cash = ledger_cash if venue_cash is None else venue_cash
+    (:func:`journal.lock_account`; on SQLite the write transaction holds the database's
+    one write lock), and whether the strategy has a position not closed. ``venue_cash``,
+    a live venue's free balance, stands in for the ledger's cash where given."""
+    ledger_cash: Decimal | None = None
+    if tx.dialect.name == "postgresql":
+        ledger_cash = await journal.lock_account(tx, account_id)
     reserved = collateral = equity_at_cost = ZERO
     has_open = False
     rows = await tx.rows(_COMMITTED, account_id=account_id, strategy_id=strategy_id)
@@ -114,10 +135,15 @@ async def funds(
             reserved += amount
         elif kind == "strategy":
             has_open = True
+        elif kind == "cash":
+            ledger_cash = amount
         else:
             equity_at_cost += amount
             if amount < 0:
                 collateral += short_collateral(-amount, terms=terms)
+    if ledger_cash is None:
+        raise LookupError(f"no account {account_id}")
+    cash = ledger_cash if venue_cash is None else venue_cash
     funds = Funds(
         cash=cash, reserved=reserved, short_collateral=collateral, equity=cash + equity_at_cost
     )
