@@ -205,7 +205,7 @@ def create_app(
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", api.require_key(prometheus)),
-        Route("/webhooks/proquant", webhooks.proquant, methods=["POST"]),
+        Route("/webhooks/proquant", webhooks.Proquant(), methods=["POST"]),
         Route("/api/openapi.json", openapi.endpoint, methods=["GET"]),
         *api.routes,
         *admin.routes,

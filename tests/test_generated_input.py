@@ -566,6 +566,28 @@ def test_a_body_that_never_completes_is_408_and_stores_nothing(
 
 
 @sqlite_only
+def test_a_sender_gone_before_its_body_arrived_leaves_nothing_stored(
+    start_service: ServiceFactory,
+) -> None:
+    """Half a body, then the connection closes: nothing is stored or executed, and the
+    server serves the next delivery as usual."""
+    service = start_service()
+    body = render(base(service.clock.milliseconds())).encode()
+    before = traces(service)
+    with socket.create_connection(("127.0.0.1", int(urlsplit(service.url).port or 0))) as gone:
+        head = (
+            "POST /webhooks/proquant HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            f"x-signalbridge-token: {TOKEN}\r\ncontent-length: {len(body)}\r\n\r\n"
+        )
+        gone.sendall(head.encode() + body[: len(body) // 2])
+    assert service.client.get("/healthz").status_code == 200
+    assert traces(service) == before
+    assert service.post(body).status_code == 200
+    [event] = service.rows("SELECT raw_body, answer_status FROM events")
+    assert event["answer_status"] == 200  # the only event: the whole body, sent again
+
+
+@sqlite_only
 def test_a_body_dripping_forever_is_cut_off_too(start_service: ServiceFactory) -> None:
     """The limit is on the whole body, not on each pause: a byte every 0.1 s never ends."""
     service = start_service(body_timeout_seconds=0.5)

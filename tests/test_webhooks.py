@@ -9,7 +9,16 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from tests.conftest import STRATEGY, Clock, Service, check_invariants, envelope, signal
+from tests.conftest import (
+    STRATEGY,
+    TOKEN,
+    Clock,
+    Service,
+    check_invariants,
+    dumps,
+    envelope,
+    signal,
+)
 
 GUIDE_EXAMPLE = {
     "v1": {
@@ -263,6 +272,29 @@ def test_wrong_or_missing_token_is_invalid_credentials(service: Service) -> None
     assert_typed(service.send("SIGNAL_OPEN", signal(), token="wrong"), 401, "InvalidCredentials")
     assert_typed(service.send("SIGNAL_OPEN", signal(), token=None), 401, "InvalidCredentials")
     assert len(service.rows("SELECT * FROM events WHERE error_type = 'InvalidCredentials'")) == 2
+
+
+def test_of_a_repeated_header_the_first_counts_and_names_are_not_case_sensitive(
+    service: Service,
+) -> None:
+    """The endpoint reads the raw ASGI headers: the first of a repeated token header is the
+    one presented (as Starlette's ``Headers.get`` does), whatever case the sender wrote."""
+    body = dumps(envelope("SIGNAL_OPEN", signal(), timestamp=service.clock.milliseconds()))
+    twice = [("X-Signalbridge-Token", "wrong"), ("x-signalbridge-token", TOKEN)]
+    refused = service.client.post(
+        "/webhooks/proquant", content=body, headers=[*twice, ("Content-Type", "application/json")]
+    )
+    assert_typed(refused, 401, "InvalidCredentials")
+    assert refused.headers["content-length"] == str(len(refused.content))
+    accepted = service.client.post(
+        "/webhooks/proquant",
+        content=body,
+        headers=[*reversed(twice), ("Content-Type", "application/json")],
+    )
+    assert accepted.status_code == 200, accepted.text
+    assert (accepted.content, accepted.headers["content-length"]) == (b"", "0")
+    assert "content-type" not in accepted.headers
+    assert len(open_positions(service)) == 1
 
 
 def test_the_token_is_redacted_from_the_stored_body(service: Service) -> None:
