@@ -252,15 +252,8 @@ class Receiver:
             log.warning(
                 "envelope version %s is deprecated from %s", parsed.version, parsed.deprecation
             )
-        answer = await self._claimed(
-            event_id,
-            pending,
-            delivery=delivery,
-            details=details,
-            parsed=parsed,
-            integration=integration,
-            key=key,
-            started=started,
+        answer = await self._accept(
+            delivery, parsed, integration, key=key, started=started, claimed=(event_id, pending)
         )
         return answer, parsed.event.type
 
@@ -272,39 +265,20 @@ class Receiver:
         *,
         key: str,
         started: float,
+        claimed: tuple[int | None, Pending] | None = None,
     ) -> inbox.Answer:
-        """Claim the dedupe key and run the event, or answer as its first delivery did."""
+        """Claim the dedupe key and run the event, or answer as its first delivery did.
+        ``claimed``: the caller stored the delivery already (its id, None when the key was
+        taken, and the pending commit of that write)."""
         details = _details(parsed, integration)
-        pending = Pending()
-        async with self._database.autocommit(pending) as tx:  # one INSERT: the claim
-            event_id = await inbox.store(
-                tx, delivery, details, dedupe_key=key, worker_id=self._worker.id
-            )
-        return await self._claimed(
-            event_id,
-            pending,
-            delivery=delivery,
-            details=details,
-            parsed=parsed,
-            integration=integration,
-            key=key,
-            started=started,
-        )
-
-    async def _claimed(
-        self,
-        event_id: int | None,
-        pending: Pending,
-        *,
-        delivery: inbox.Delivery,
-        details: inbox.Details,
-        parsed: ParsedEvent,
-        integration: directory.Integration,
-        key: str,
-        started: float,
-    ) -> inbox.Answer:
-        """Run the event whose claim ``event_id`` is (its commit in ``pending``), or, when
-        the key was claimed before, answer as its first delivery did."""
+        if claimed is None:
+            pending = Pending()
+            async with self._database.autocommit(pending) as tx:  # one INSERT: the claim
+                event_id = await inbox.store(
+                    tx, delivery, details, dedupe_key=key, worker_id=self._worker.id
+                )
+        else:
+            event_id, pending = claimed
         if event_id is None:
             return await self._repeat(delivery, details, key, parsed, integration)
         await crash_after("stored", self._settings.crash_at, pending)
