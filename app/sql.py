@@ -47,7 +47,6 @@ class UniqueViolation(Exception):
 @dataclass(frozen=True, slots=True)
 class _Compiled:
     sql: str
-    params: tuple[tuple[str, Any, Processor], ...]  # name, value when not given, processor
     names: frozenset[str]
     required: frozenset[str]  # the names without a value of their own in the statement
     results: tuple[Processor, ...]
@@ -138,16 +137,15 @@ def _compile(clause: ClauseElement, dialect: Dialect) -> _Compiled:
     results = tuple(
         column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
     )
-    names = [name for name, _, _ in params]
+    positional = [name for name, _, _ in params]  # a name used twice is in it twice
     return _Compiled(
         sql=compiled.string,
-        params=tuple(params),
-        names=frozenset(name for name, _, _ in params),
+        names=frozenset(positional),
         required=frozenset(name for name, default, _ in params if default is _NO_DEFAULT),
         results=results,
         processes_results=any(process is not None for process in results),
         defaults={name: default for name, default, _ in params if default is not _NO_DEFAULT},
-        take=_taker(names),
+        take=_taker(positional),
         processed=tuple(
             (index, process) for index, (_, _, process) in enumerate(params) if process
         ),
