@@ -19,7 +19,6 @@ from app.api import require_key, whole
 from app.errors import Conflict, InsufficientCash, MalformedBody, NotFound
 from app.paper import PaperBroker
 from app.protocol import load_json
-from app.provider import ProviderClient, Registration
 from app.responses import JSON
 from app.settings import AccountConfig
 
@@ -348,6 +347,10 @@ async def register(request: Request) -> Response:
         email = await queries.integration_user(connection, integration_id)
         token = await directory.add_token(connection, integration_id, now=services.clock())
     handover = _handover(services, integration.token_header, token)
+    # Imported here: it brings httpx, which nothing else the service runs needs, and which
+    # took about a tenth of a second of every start-up.
+    from app.provider import ProviderClient, Registration
+
     async with ProviderClient(services.settings.provider_api_url) as client:
         result = await client.register(
             Registration(

@@ -18,10 +18,8 @@ from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import httpx
-
 from app import commands as operator_commands
-from app.commands import request, show, table
+from app.commands import Unreachable, http, request, show, table
 from app.settings import Settings, load_settings, share_config
 
 QUANTITY_PLACEHOLDER = "__quantity__"
@@ -46,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InvalidOperation:
         print("signalbridge: --quantity must be a decimal number", file=sys.stderr)
         return 2
-    except httpx.HTTPError as exc:
+    except Unreachable as exc:
         print(f"signalbridge: cannot reach the service: {exc}", file=sys.stderr)
         return 1
     return result
@@ -220,7 +218,8 @@ def _send(arguments: argparse.Namespace, settings: Settings) -> int:
     # The quantity goes into the JSON as the exact decimal text given (never via a float).
     quantity = str(Decimal(arguments.quantity))
     body = json.dumps(envelope).replace(f'"{QUANTITY_PLACEHOLDER}"', quantity)
-    response = httpx.post(
+    response = http(
+        "POST",
         f"{_url(arguments, settings)}/webhooks/proquant",
         content=body,
         headers={"content-type": "application/json", **({header: token} if token else {})},

@@ -9,11 +9,12 @@ import asyncio
 import json
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    import httpx
 
 Run = Callable[[argparse.Namespace, Settings], int]
 
@@ -121,7 +122,7 @@ def request(
     if getattr(arguments, "idempotency_key", None):
         headers["idempotency-key"] = arguments.idempotency_key
     base = str(arguments.url or f"http://{settings.host}:{settings.port}").rstrip("/")
-    response = httpx.request(
+    response = http(
         method,
         f"{base}{path}",
         params={k: v for k, v in (params or {}).items() if v is not None},
@@ -132,6 +133,23 @@ def request(
     if response.status_code >= 400:
         raise SystemExit(f"signalbridge: {response.status_code} {response.text}")
     return response.json()
+
+
+class Unreachable(Exception):
+    """The service could not be reached (refused, timed out, cut off)."""
+
+
+def http(method: str, url: str, **options: Any) -> httpx.Response:
+    """One HTTP call from the CLI to the service; httpx's errors become :class:`Unreachable`.
+
+    httpx is imported here, not at the top: ``serve`` never needs it, and importing it took
+    about a tenth of a second of every start-up."""
+    import httpx
+
+    try:
+        return httpx.request(method, url, **options)
+    except httpx.HTTPError as exc:
+        raise Unreachable(str(exc)) from exc
 
 
 def _dumps(body: Any) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 
@@ -74,3 +75,25 @@ def test_a_bad_quantity_is_refused_before_sending(capsys: pytest.CaptureFixture[
     )
     assert code == 2
     assert "decimal" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["send"], ["positions"]])
+def test_a_service_not_listening_is_reported_not_raised(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as bound:  # bound, never listening: a connection is refused
+        bound.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{bound.getsockname()[1]}"
+        code = main(["--config", str(CONFIG), *command, "--url", url])
+    assert code == 1
+    assert capsys.readouterr().err.startswith("signalbridge: cannot reach the service:")
+
+
+def test_serving_does_not_import_the_http_client() -> None:
+    """httpx is for the CLI's own calls and the provider client; importing it took about a
+    tenth of a second of every start-up."""
+    check = "import sys, app.cli, app.application; print('httpx' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
