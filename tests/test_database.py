@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -11,6 +13,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import DateTime, Insert, bindparam, select, text
 from sqlalchemy.exc import StatementError
 
@@ -113,7 +117,44 @@ async def test_migrations_are_idempotent(database: Database) -> None:
     await migrate.upgrade(database.engine)
     async with database.read() as connection:
         version = await connection.scalar(text("SELECT version_num FROM alembic_version"))
-    assert version == "0001"
+    assert version == migrate.HEAD
+
+
+def test_head_names_the_newest_migration() -> None:
+    """A database at HEAD is not handed to Alembic: a migration added without moving HEAD
+    would never run."""
+    config = Config()
+    config.set_main_option("script_location", "app:migrations")
+    assert ScriptDirectory.from_config(config).get_heads() == [migrate.HEAD]
+
+
+@pytest.mark.anyio
+async def test_a_current_database_is_left_alone_without_alembic(database_url: str) -> None:
+    """An empty database is migrated; start-up on a migrated one does not import Alembic."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            assert await migrate.revisions(connection) == []
+        await migrate.upgrade(engine)
+        async with engine.connect() as connection:
+            assert await migrate.revisions(connection) == [migrate.HEAD]
+    finally:
+        await engine.dispose()
+    check = (
+        "import asyncio, sys\n"
+        "from app import migrate\n"
+        "from app.database import create_engine\n"
+        "async def main():\n"
+        f"    engine = create_engine({database_url!r})\n"
+        "    await migrate.upgrade(engine)\n"
+        "    await engine.dispose()\n"
+        "asyncio.run(main())\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    result = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", check], capture_output=True, text=True
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "False"), result.stderr
 
 
 def _account(*, cash: object) -> Insert:
