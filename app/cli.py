@@ -105,9 +105,9 @@ def _parser() -> argparse.ArgumentParser:
         help="measure the service against a bare Starlette app (starts both itself)",
         description="Start the service (one worker, log level WARNING, a fresh database) and a "
         "bare Starlette app, drive each from a separate process at every --concurrency, print "
-        "deliveries per second, latency, memory and start-up, and verify what was stored. "
-        "A progress bar goes to stderr when it is a terminal. Exit code 1: verification "
-        "failed; 2: the bench could not run.",
+        "deliveries per second, latency, memory, start-up and restart, and verify what was "
+        "stored. A progress bar goes to stderr when it is a terminal. Exit code 1: "
+        "verification failed; 2: the bench could not run.",
     )
     bench.add_argument(
         "--count", type=int, default=50000, help="deliveries per phase, at most (%(default)s)"

@@ -7,7 +7,8 @@
 2. The load generator (:mod:`app.bench.load`, a process of its own, on loopback) sends a
    warm-up, then one phase per concurrency: distinct ``SIGNAL_OPEN`` / ``SIGNAL_CLOSE`` pairs
    of BTCUSDT (it trades around the clock), one new strategy per pair. The server's peak
-   memory is read before it stops.
+   memory is read before it stops; then it is started again on the same database and that
+   restart is timed to ready as well.
 3. The bare Starlette app (:mod:`app.bench.baseline`), served with the same uvicorn settings,
    takes the same requests at the same concurrencies; every throughput of the service is
    also given as a percentage of the baseline's.
@@ -127,19 +128,23 @@ def bench(plan: Plan, progress: report.Progress) -> dict[str, Any]:
         database.fresh(plan.database_url, directory=Path(directory)) as database_url,
     ):
         serve = [sys.executable, "-m", "app", "--config", str(plan.config), "serve"]
+        serve += ["--host", "127.0.0.1", "--port"]  # the port follows, one per start
+        serve_env = {
+            "SIGNALBRIDGE_DATABASE_URL": database_url,
+            "SIGNALBRIDGE_LOG_LEVEL": LOG_LEVEL,
+            "SIGNALBRIDGE_MIGRATE_ON_START": "true",
+        }
         service = _measure(
             "signalbridge",
-            [*serve, "--host", "127.0.0.1", "--port"],
-            env={
-                "SIGNALBRIDGE_DATABASE_URL": database_url,
-                "SIGNALBRIDGE_LOG_LEVEL": LOG_LEVEL,
-                "SIGNALBRIDGE_MIGRATE_ON_START": "true",
-            },
+            serve,
+            env=serve_env,
             plan=plan,
             strategy_prefix=f"bench-{run_id}",
             log=Path(directory) / "service.log",
             progress=progress,
         )
+        restart = _restart(serve, env=serve_env, log=Path(directory) / "restart.log")
+        service["restart_seconds"] = round(restart, 3)
         sent = [service["warmup"], *service["phases"]]
         problems = _answers("signalbridge", sent) + database.check(database_url, sent)
         baseline = None
@@ -219,7 +224,7 @@ def _measure(
     server = processes.ServerProcess([*command, str(port)], port=port, log=log, env=env)
     try:
         startup = server.wait_ready()
-        figures = processes.drive(spec, show)
+        figures = processes.drive({**spec, "server_pid": server.pid}, show)
         peak = server.peak_memory_mib()
     finally:
         server.stop()
@@ -236,6 +241,18 @@ def _measure(
         "phases": figures[1:],
         "log_tail": output,
     }
+
+
+def _restart(command: list[str], *, env: Mapping[str, str], log: Path) -> float:
+    """Seconds from spawn to ready when the service starts again on the database its phases
+    wrote: what an operator's restart costs (migrated already, with a history), where the
+    first start also created the schema. The check of what was stored comes after it."""
+    port = processes.free_port()
+    server = processes.ServerProcess([*command, str(port)], port=port, log=log, env=env)
+    try:
+        return server.wait_ready()
+    finally:
+        server.stop()
 
 
 def _warmup(plan: Plan) -> dict[str, Any]:

@@ -4,7 +4,8 @@ server for the server's event loop.
 Run as ``python -m app.bench.load``: it reads a JSON spec on stdin (the server's address,
 the token, the phases) and writes lines on stdout: ``progress PHASE ANSWERED COUNT DONE`` a
 few times a second (DONE: the share of the phase's count or time used, whichever is more),
-then ``phase {...}`` with each phase's figures.
+then ``phase {...}`` with each phase's figures: the server's CPU time among them, read from
+``/proc/<server_pid>/stat`` when the spec names the server's pid.
 
 Every phase sends distinct ``SIGNAL_OPEN`` / ``SIGNAL_CLOSE`` pairs, one new strategy per
 pair (``<prefix>-<phase>-<n>``), from ``concurrency`` slots. A slot sends a pair's close only
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import sys
 import time
 from collections import Counter
@@ -157,8 +159,14 @@ class Phase:
             self.samples.append({"status": status, "type": kind, "pair": pair, "body": text})
 
     def figures(
-        self, elapsed: float, *, strategy_prefix: str, steal_percent: float | None
+        self,
+        elapsed: float,
+        *,
+        strategy_prefix: str,
+        steal_percent: float | None,
+        server_cpu: float | None,
     ) -> dict[str, Any]:
+        """``server_cpu``: the seconds of CPU the server used during the phase, if known."""
         ordered = sorted(self.latencies)
         return {
             "name": self.name,
@@ -178,6 +186,16 @@ class Phase:
             "statuses": {str(status): n for status, n in sorted(self.statuses.items())},
             "samples": self.samples,
             "cpu_steal_percent": steal_percent,
+            "server_cpu_percent": (
+                round(100 * server_cpu / elapsed, 1)
+                if server_cpu is not None and elapsed > 0
+                else None
+            ),
+            "server_cpu_us_per_delivery": (
+                round(1e6 * server_cpu / self.answered, 1)
+                if server_cpu is not None and self.answered
+                else None
+            ),
         }
 
 
@@ -194,6 +212,25 @@ def cpu_times() -> tuple[int, int] | None:
         return None
     ticks = [int(field) for field in fields[1:9]]  # user .. steal (guest is within user)
     return ticks[7], sum(ticks)
+
+
+def process_cpu_seconds(pid: int | None) -> float | None:
+    """CPU time (user and system) the process has used, from ``/proc/<pid>/stat``; None
+    without it. Counted in the kernel's clock ticks (usually 10 ms): a phase shorter than a
+    few ticks gives a coarse figure."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            text = stat.read()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()  # after "pid (command) "
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_used(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
 
 
 def steal_percent(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
@@ -277,12 +314,14 @@ async def drive(spec: dict[str, Any]) -> None:
             done = max(answered / goal, min(time_used, 1.0))
             _emit(f"progress {index} {answered} {goal} {done:.3f}")
 
-        before = cpu_times()
+        server = spec.get("server_pid")
+        before, server_before = cpu_times(), process_cpu_seconds(server)
         elapsed = await run_phase(target, phase, report)
         figures = phase.figures(
             elapsed,
             strategy_prefix=target.strategy_prefix,
             steal_percent=steal_percent(before, cpu_times()),
+            server_cpu=cpu_used(server_before, process_cpu_seconds(server)),
         )
         _emit(f"phase {json.dumps(figures)}")
 

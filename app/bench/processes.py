@@ -62,6 +62,10 @@ class ServerProcess:
             time.sleep(READY_POLL_SECONDS)
         raise BenchError(f"the server was not ready in {READY_TIMEOUT_SECONDS:.0f} s{self.tail()}")
 
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
     def peak_memory_mib(self) -> float | None:
         """The server's resident-memory high-water mark, read while it still runs; None
         without ``/proc`` (then see :func:`children_peak_memory_mib`)."""

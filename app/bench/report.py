@@ -21,6 +21,8 @@ COLUMNS = (
     ("p99 ms", ">"),
     ("max ms", ">"),
     ("CPU stolen", ">"),
+    ("server CPU", ">"),
+    ("us CPU/delivery", ">"),
 )
 
 
@@ -74,6 +76,10 @@ def as_text(results: Mapping[str, Any]) -> str:
         _table(servers),
         "CPU stolen: the share of the machine's CPU time that the hypervisor gave other "
         "virtual machines during the phase (/proc/stat); a phase with much stolen measures low",
+        "server CPU: the server process's CPU time over the phase's (100% is one core: one "
+        "worker's event loop uses at most that); us CPU/delivery: that time per answered "
+        "delivery (a database server's own processes not included); both coarse for a phase "
+        "under a second, as the kernel counts CPU time in ticks of 10 ms",
         "",
     ]
     for label, key, unit in (
@@ -82,6 +88,8 @@ def as_text(results: Mapping[str, Any]) -> str:
     ):
         figures = ", ".join(f"{name} {server[key]} {unit}" for name, server in servers)
         lines.append(f"{label}: {figures}")
+    restart = results["service"]["restart_seconds"]
+    lines.append(f"restart to ready (signalbridge, on the database it just wrote): {restart} s")
     verification = results["verification"]
     if results["verified"]:
         lines.append(
@@ -114,7 +122,9 @@ def _table(servers: list[tuple[str, Mapping[str, Any]]]) -> str:
                         "-" if latency[p] is None else f"{latency[p]:.2f}"
                         for p in ("p50", "p90", "p99", "max")
                     ),
-                    "-" if phase["cpu_steal_percent"] is None else f"{phase['cpu_steal_percent']}%",
+                    _or_dash(phase["cpu_steal_percent"], "{}%"),
+                    _or_dash(phase["server_cpu_percent"], "{:.0f}%"),
+                    _or_dash(phase["server_cpu_us_per_delivery"], "{:.0f}"),
                 ]
             )
     headers = [title for title, _align in COLUMNS]
@@ -127,3 +137,7 @@ def _table(servers: list[tuple[str, Mapping[str, Any]]]) -> str:
         )
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
+
+
+def _or_dash(value: float | None, form: str) -> str:
+    return "-" if value is None else form.format(value)
