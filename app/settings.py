@@ -166,7 +166,10 @@ class Settings(BaseSettings):
 
     database_url: str = DEFAULT_DATABASE_URL
     database_pool_size: int = Field(
-        default=10, gt=0, description="connections per process (fixed; size it to concurrency)"
+        default=5,
+        gt=0,
+        description="connections per process and pool (fixed): about twice the database "
+        "server's cores; more only wait on each other",
     )
     host: str = "127.0.0.1"
     port: int = 8000
