@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from app.settings import DATABASE_POOL_SIZE
 from app.sql import PostgresTx, SqliteTx, Tx
 
 if TYPE_CHECKING:  # imported when a PostgreSQL database is used: SQLite-only servers stay small
@@ -150,18 +151,12 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = DATABASE_POOL_SIZE) -> AsyncEngine:
     """Build the engine for ``url``; for a SQLite file, create its folder first.
 
     Both databases get a fixed pool of ``pool_size`` connections (no overflow: an
     overflow pool opens and closes connections under load); a request waits for a free
     one. On SQLite one of them is the writer, held for the process's life.
-
-    The default, 5, is about twice the cores of the database server the bench runs
-    against (2): on PostgreSQL more connections than it can serve at once only queue
-    inside it, on an account's lock above all, while the transaction holding that lock
-    waits its turn on the event loop. With 10 the bench's c=32 phase answered 441 to
-    481 deliveries/s; with 5, 551 to 564 (three runs each, alternating).
     """
     if not is_sqlite(url):
         return create_async_engine(

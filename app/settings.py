@@ -159,6 +159,12 @@ class OperatorKeyConfig(_Section):
         return self
 
 
+# About twice the cores of the database server the bench runs against (2): on PostgreSQL,
+# more connections than it can serve at once only queue inside it, on an account's row lock
+# above all (README, Storage, has the figures).
+DATABASE_POOL_SIZE = 5
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SIGNALBRIDGE_", env_nested_delimiter="__", frozen=True, extra="forbid"
@@ -166,7 +172,7 @@ class Settings(BaseSettings):
 
     database_url: str = DEFAULT_DATABASE_URL
     database_pool_size: int = Field(
-        default=5,
+        default=DATABASE_POOL_SIZE,
         gt=0,
         description="connections per process and pool (fixed): about twice the database "
         "server's cores; more only wait on each other",
