@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from app.pool import ConnectionPool
 from app.settings import DATABASE_POOL_SIZE
 from app.sql import PostgresTx, SqliteTx, Tx
 
@@ -337,8 +338,8 @@ class Database:
     COMMITs took under ``INLINE_COMMIT_SECONDS`` on average, it runs on the loop's thread.
     Nothing else is waiting then; an operator's request waits at most that long.
 
-    On PostgreSQL each transaction is its own, on a pooled ``asyncpg`` connection (a pool
-    the size of the engine's).
+    On PostgreSQL each transaction is its own, on an ``asyncpg`` connection of the write
+    path's pool (:mod:`app.pool`, the size of the engine's).
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -355,8 +356,7 @@ class Database:
         self._joins = 0  # writes that joined a batch, ever (see _commit)
         self.deliveries_in_flight = 0  # counted by the receiver; see the class docstring
         self._reader: sqlite3.Connection | None = None  # SQLite: snapshot()'s connection
-        self._pool: asyncpg.Pool | None = None  # PostgreSQL: the write path's connections
-        self._pool_lock = asyncio.Lock()
+        self._pool: ConnectionPool | None = None  # PostgreSQL: the write path's connections
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -487,11 +487,9 @@ class Database:
                 await writer.invalidate()
             await writer.close()
 
-    async def _postgres_pool(self) -> asyncpg.Pool:
+    def _postgres_pool(self) -> ConnectionPool:
         if self._pool is None:
-            async with self._pool_lock:
-                if self._pool is None:
-                    self._pool = await _postgres_pool(self.engine)
+            self._pool = _postgres_pool(self.engine)
         return self._pool
 
     @contextlib.asynccontextmanager
@@ -564,7 +562,7 @@ class _SqliteTransaction:
 
 class _PostgresTransaction:
     """:meth:`Database.transaction` (``transaction=True``), :meth:`Database.autocommit` and
-    :meth:`Database.snapshot` on PostgreSQL: a pooled ``asyncpg`` connection, in a
+    :meth:`Database.snapshot` on PostgreSQL: a connection of the write path's pool, in a
     transaction or not. A class for the reason :class:`_SqliteTransaction` is one: it is
     entered a few times per delivery, and three nested generator-based context managers
     (the pool's connection, the transaction, the Tx) cost a measurable share of it."""
@@ -577,28 +575,32 @@ class _PostgresTransaction:
         self._transaction: asyncpg.transaction.Transaction | None = None
 
     async def __aenter__(self) -> Tx:
-        self._pool = pool = await self._database._postgres_pool()
+        self._pool = pool = self._database._postgres_pool()
         self._connection = connection = await pool.acquire()
         if self._wants_transaction:
             try:
                 self._transaction = connection.transaction()
                 await self._transaction.start()
             except BaseException:
-                await pool.release(connection)
+                pool.release(connection, reusable=False)
                 raise
         return PostgresTx(connection, self._database.dialect)
 
     async def __aexit__(self, kind: type[BaseException] | None, *_exc: object) -> None:
+        # Cancelled (or stopped) inside the block: the connection may be mid-statement.
+        reusable = kind is None or issubclass(kind, Exception)
         try:
             if self._transaction is not None:
                 if kind is None:
                     await self._transaction.commit()
                 else:
                     await self._transaction.rollback()
+        except BaseException:
+            reusable = False
+            raise
         finally:
-            # A transaction left open (a failed rollback, a cancelled commit) is rolled back
-            # on release: see _reset.
-            await self._pool.release(self._connection)
+            # Still in a transaction (a failed rollback): closed by the pool, not reused.
+            self._pool.release(self._connection, reusable=reusable)
 
 
 class Pending:
@@ -620,27 +622,15 @@ class Pending:
             await asyncio.shield(committed)
 
 
-async def _postgres_pool(engine: AsyncEngine) -> asyncpg.Pool:
-    import asyncpg  # here, not at the top: see TYPE_CHECKING above
+def _postgres_pool(engine: AsyncEngine) -> ConnectionPool:
+    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
-    url = engine.url.set(drivername="postgresql")
-    size = engine.pool.size()  # type: ignore[attr-defined]
-    return await asyncpg.create_pool(
-        url.render_as_string(hide_password=False),
-        min_size=1,
-        max_size=size,
-        reset=_reset,
-        # No idle timer: with one, every release arms a timer and every acquire cancels it,
-        # a few times per delivery. The pool is small; its connections may stay open.
-        max_inactive_connection_lifetime=0,
-    )
+    async def connect() -> asyncpg.Connection:
+        import asyncpg  # here, not at the top: see TYPE_CHECKING above
 
+        return await asyncpg.connect(url)
 
-async def _reset(connection: asyncpg.Connection) -> None:
-    """Back into the pool: a transaction left open (a cancelled caller) is rolled back.
-    asyncpg's default reset also runs a query every time; nothing else here needs it."""
-    if connection.is_in_transaction():
-        await connection.execute("ROLLBACK")
+    return ConnectionPool(connect, size=engine.pool.size())  # type: ignore[attr-defined]
 
 
 async def insert_id(connection: AsyncConnection, table: Table, **values: Any) -> int:
