@@ -202,10 +202,11 @@ def create_app(
             await database.dispose()
 
     routes = [
+        # First: the router tries each route in turn, and this one takes the load.
+        Route("/webhooks/proquant", webhooks.Proquant(), methods=["POST"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", api.require_key(prometheus)),
-        Route("/webhooks/proquant", webhooks.Proquant(), methods=["POST"]),
         Route("/api/openapi.json", openapi.endpoint, methods=["GET"]),
         *api.routes,
         *admin.routes,
