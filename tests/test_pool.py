@@ -29,6 +29,22 @@ async def backend_pid(connection: asyncpg.Connection) -> int:
     return int(await connection.fetchval("SELECT pg_backend_pid()"))
 
 
+async def waiting(pool: ConnectionPool, count: int) -> list[asyncio.Task[asyncpg.Connection]]:
+    """``count`` callers waiting, in this order, for a connection (all are out)."""
+    callers = [asyncio.create_task(pool.acquire()) for _ in range(count)]
+    await asyncio.sleep(0.05)
+    assert not any(caller.done() for caller in callers)
+    return callers
+
+
+async def served_and_usable(pool: ConnectionPool, caller: asyncio.Task[asyncpg.Connection]) -> None:
+    """The waiting caller gets a working connection, the pool still at its size."""
+    connection = await asyncio.wait_for(caller, 5)
+    assert await connection.fetchval("SELECT 1") == 1
+    assert pool.open_connections == pool.size
+    pool.release(connection)
+
+
 @pytest.mark.anyio
 async def test_connections_are_opened_as_needed_and_reused(pool: ConnectionPool) -> None:
     assert pool.open_connections == 0
@@ -85,14 +101,9 @@ async def test_a_connection_left_in_a_transaction_is_closed_not_reused(
 @pytest.mark.anyio
 async def test_an_unusable_connection_lets_a_waiter_open_a_new_one(pool: ConnectionPool) -> None:
     held = [await pool.acquire(), await pool.acquire()]
-    waiter = asyncio.create_task(pool.acquire())
-    await asyncio.sleep(0.05)
-    assert not waiter.done()
+    (waiter,) = await waiting(pool, 1)
     pool.release(held.pop(), reusable=False)  # say, its caller was cancelled mid-statement
-    connection = await asyncio.wait_for(waiter, 5)
-    assert await connection.fetchval("SELECT 1") == 1
-    assert pool.open_connections == 2
-    pool.release(connection)
+    await served_and_usable(pool, waiter)
     pool.release(held.pop())
 
 
@@ -101,17 +112,12 @@ async def test_a_waiter_cancelled_after_being_served_passes_the_connection_on(
     pool: ConnectionPool,
 ) -> None:
     held = [await pool.acquire(), await pool.acquire()]
-    cancelled = asyncio.create_task(pool.acquire())
-    patient = asyncio.create_task(pool.acquire())
-    await asyncio.sleep(0.05)
+    cancelled, patient = await waiting(pool, 2)
     pool.release(held.pop())  # handed to the first waiter, which is cancelled before it runs
     cancelled.cancel()
     with pytest.raises(asyncio.CancelledError):
         await cancelled
-    connection = await asyncio.wait_for(patient, 5)
-    assert await connection.fetchval("SELECT 1") == 1
-    assert pool.open_connections == 2
-    pool.release(connection)
+    await served_and_usable(pool, patient)
     pool.release(held.pop())
 
 
