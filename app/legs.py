@@ -169,11 +169,13 @@ class Legs:
     ) -> trading.OrderIntent | None:
         now = self._clock()
         async with self._database.transaction(run.pending) as tx:
-            position = await trading.position_of(tx, strategy.id)
+            # Claimed first, in one statement; a check that fails below undoes the claim.
+            position = await trading.claim_close(tx, strategy.id)
             if position is None:
-                return None
-            if position.status != "open":
-                raise LegBusy(position.status)
+                unsettled = await trading.position_of(tx, strategy.id)
+                if unsettled is None:
+                    return None
+                raise LegBusy(unsettled.status)
             instrument = self._execution.instrument(run.integration.account_name, position.ticker)
             if instrument is None:
                 raise UnsupportedInstrument(f"{position.ticker} is no longer configured")

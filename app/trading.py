@@ -2,10 +2,11 @@
 
 The write path of one leg (open or close) is two transactions around the broker call:
 
-1. :func:`reserve_open` / :func:`reserve_close`: read what the rules need, let the pure
-   rules decide, then persist the order intent (with its client order id and the funds it
-   sets aside) and claim the position (``opening`` / ``closing``). The position's partial
-   unique index makes a second open for the strategy fail here, before any broker call.
+1. :func:`reserve_open` / :func:`claim_close` and :func:`reserve_close`: read what the
+   rules need, let the pure rules decide, then persist the order intent (with its client
+   order id and the funds it sets aside) and claim the position (``opening`` /
+   ``closing``). The position's partial unique index makes a second open for the strategy
+   fail here, before any broker call.
 2. :func:`apply_report`: record the broker's answer; each fill is applied once (unique per
    order), moves the position and posts a balanced ledger transaction.
 
@@ -251,11 +252,27 @@ async def reserve_open(
     )
 
 
+# The strategy's open position, claimed for a close in the statement that finds it (the
+# partial index's predicate as text, as in _POSITION_OF). No account lock: a close reserves
+# no funds, and the claim is the position row's own.
 _CLAIM_CLOSE = Statement(
     update(schema.positions)
-    .where(schema.positions.c.id == bindparam("position_id"), schema.positions.c.status == "open")
+    .where(
+        schema.positions.c.strategy_id == bindparam("strategy_id"),
+        schema.OPEN_POSITION,
+        schema.positions.c.status == "open",
+    )
     .values(status="closing")
+    .returning(*_POSITION_COLUMNS)
 )
+
+
+async def claim_close(tx: Tx, strategy_id: int) -> OpenPosition | None:
+    """The strategy's open position, now ``closing``; None when it has none ``open`` (none
+    at all, or one an earlier event is still opening or closing: see :func:`position_of`).
+    The caller's transaction undoes the claim if it fails."""
+    row = await tx.first(_CLAIM_CLOSE, strategy_id=strategy_id)
+    return None if row is None else OpenPosition(*row)
 
 
 async def reserve_close(
@@ -269,9 +286,7 @@ async def reserve_close(
     symbol: str,
     now: datetime,
 ) -> OrderIntent:
-    # No account lock: a close reserves no funds, and the claim is the position row's own.
-    if await tx.run(_CLAIM_CLOSE, position_id=position.id) != 1:
-        raise RuntimeError(f"position {position.id} is no longer open")
+    """The intent that closes a position :func:`claim_close` claimed."""
     return await _insert_order(
         tx,
         event_id=event_id,

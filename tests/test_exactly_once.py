@@ -67,6 +67,31 @@ def test_twenty_concurrent_opens_for_one_strategy_give_one_position(service: Ser
     check_invariants(service)
 
 
+def test_twenty_concurrent_closes_of_one_position_close_it_once(service: Service) -> None:
+    """The losers wait for the winner's close, then find no position: each answers
+    PositionNotFound, none is an error of the service."""
+    now = service.clock.milliseconds()
+    opened = service.post(envelope("SIGNAL_OPEN", signal(quantity=1), timestamp=now))
+    assert opened.status_code == 200
+    bodies = [
+        envelope("SIGNAL_CLOSE", signal(quantity=1), timestamp=now + 1 + n) for n in range(20)
+    ]
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(service.post, bodies))
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [200] + [404] * 19
+    assert all(
+        answer.json()["type"] == "PositionNotFound"
+        for answer in answers
+        if answer.status_code == 404
+    )
+    assert [row["purpose"] for row in service.rows("SELECT purpose FROM orders ORDER BY id")] == [
+        "open",
+        "close",
+    ]
+    check_invariants(service, settled=True)
+
+
 def test_same_key_with_another_body_is_422(service: Service) -> None:
     headers = {"Idempotency-Key": "delivery-1"}
     now = service.clock.milliseconds()
