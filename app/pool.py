@@ -58,6 +58,7 @@ class ConnectionPool:
             connection = self._idle.pop()
             if not connection.is_closed():
                 return connection
+            connection.terminate()  # closed by the server while idle: asyncpg's clean-up
             self._open -= 1
         if self._open >= self._size:
             handed = await self._wait()
@@ -96,9 +97,13 @@ class ConnectionPool:
     def release(self, connection: asyncpg.Connection, *, reusable: bool = True) -> None:
         """Give a connection back. ``reusable=False`` (or a connection still in a
         transaction, or closed) closes it: its state is not known."""
-        if self._closed or not reusable or connection.is_in_transaction():
+        if (
+            self._closed
+            or not reusable
+            or connection.is_closed()  # by the server: terminate() runs asyncpg's clean-up
+            or connection.is_in_transaction()
+        ):
             connection.terminate()
-        if connection.is_closed():
             self._open -= 1
             self._hand_on(None)
             return

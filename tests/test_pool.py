@@ -122,6 +122,29 @@ async def test_a_waiter_cancelled_after_being_served_passes_the_connection_on(
 
 
 @pytest.mark.anyio
+async def test_a_connection_the_server_closed_is_replaced(pool: ConnectionPool) -> None:
+    """A backend killed (or restarted) while its connection was idle: the next caller gets
+    a new connection, not the dead one."""
+    connection = await pool.acquire()
+    pid = await backend_pid(connection)
+    pool.release(connection)
+    admin = await asyncpg.connect(postgres_url().replace("+asyncpg", ""))
+    try:
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await admin.close()
+    for _ in range(100):  # the server's notice arrives on the event loop
+        if connection.is_closed():
+            break
+        await asyncio.sleep(0.05)
+    assert connection.is_closed()
+    fresh = await pool.acquire()
+    assert await backend_pid(fresh) != pid
+    assert pool.open_connections == 1
+    pool.release(fresh)
+
+
+@pytest.mark.anyio
 async def test_a_failed_connect_frees_its_place(pool: ConnectionPool) -> None:
     attempts = 0
     url = postgres_url().replace("+asyncpg", "")
