@@ -77,6 +77,19 @@ def test_bench_measures_the_service_against_the_baseline_and_verifies(
     ):
         expected = 100 * ours["per_second"] / theirs["per_second"]
         assert ours["ratio_percent"] == pytest.approx(expected, abs=0.01)
+    # Each of the baseline's phases runs right after the same phase of the service.
+    service, baseline = results["service"], results["baseline"]
+    starts = [
+        phase["started_seconds"]
+        for ours, theirs in zip(
+            [service["warmup"], *service["phases"]],
+            [baseline["warmup"], *baseline["phases"]],
+            strict=True,
+        )
+        for phase in (ours, theirs)
+    ]
+    assert starts == sorted(starts)
+    assert len(set(starts)) == len(starts)
     assert results["machine"]["database"] == "sqlite"
     assert results["machine"]["cores"] >= 1
     assert results["machine"]["python"]

@@ -9,9 +9,11 @@
    of BTCUSDT (it trades around the clock), one new strategy per pair. The server's peak
    memory is read before it stops; then it is started again on the same database and that
    restart is timed to ready as well.
-3. The bare Starlette app (:mod:`app.bench.baseline`), served with the same uvicorn settings,
-   takes the same requests at the same concurrencies; every throughput of the service is
-   also given as a percentage of the baseline's.
+3. The bare Starlette app (:mod:`app.bench.baseline`), served with the same uvicorn settings
+   beside the service, takes the same requests at the same concurrencies, each of its phases
+   run right after the service's: every throughput of the service is also given as a
+   percentage of the baseline's, from two measurements seconds apart, since a shared machine's
+   speed drifts within minutes.
 4. Every delivery must have been answered ``200``, and the database must hold each exactly
    once with one filled order, no open position and a balanced ledger. Exit code 0 when
    verified, 1 when not, 2 when the bench could not run.
@@ -20,10 +22,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -123,6 +127,7 @@ def bench(plan: Plan, progress: report.Progress) -> dict[str, Any]:
     """Run every measurement of ``plan``; the figures, checks and machine, as one dict."""
     run_id = uuid.uuid4().hex[:8]
     load_average = _load_average()
+    began = time.perf_counter()
     with (
         tempfile.TemporaryDirectory(prefix="signalbridge-bench-") as directory,
         database.fresh(plan.database_url, directory=Path(directory)) as database_url,
@@ -134,33 +139,49 @@ def bench(plan: Plan, progress: report.Progress) -> dict[str, Any]:
             "SIGNALBRIDGE_LOG_LEVEL": LOG_LEVEL,
             "SIGNALBRIDGE_MIGRATE_ON_START": "true",
         }
-        service = _measure(
-            "signalbridge",
-            serve,
-            env=serve_env,
-            plan=plan,
-            strategy_prefix=f"bench-{run_id}",
-            log=Path(directory) / "service.log",
-            progress=progress,
-        )
+        with contextlib.ExitStack() as running:
+            ours = running.enter_context(
+                _Running(
+                    "signalbridge",
+                    serve,
+                    env=serve_env,
+                    plan=plan,
+                    strategy_prefix=f"bench-{run_id}",
+                    log=Path(directory) / "service.log",
+                    progress=progress,
+                    began=began,
+                )
+            )
+            theirs = None
+            if not plan.skip_baseline:
+                theirs = running.enter_context(
+                    _Running(
+                        "bare Starlette",
+                        [sys.executable, "-m", "app.bench.baseline", "--port"],
+                        env={},
+                        plan=plan,
+                        strategy_prefix=f"baseline-{run_id}",
+                        log=Path(directory) / "baseline.log",
+                        progress=progress,
+                        began=began,
+                    )
+                )
+            for phase in _phases(plan):  # each baseline phase right after the service's
+                ours.run(phase)
+                if theirs is not None:
+                    theirs.run(phase)
+            service = ours.stop()
+            baseline = theirs.stop() if theirs is not None else None
         restart = _restart(serve, env=serve_env, log=Path(directory) / "restart.log")
         service["restart_seconds"] = round(restart, 3)
         sent = [service["warmup"], *service["phases"]]
         problems = _answers("signalbridge", sent) + database.check(database_url, sent)
-        baseline = None
-        if not plan.skip_baseline:
-            baseline = _measure(
-                "bare Starlette",
-                [sys.executable, "-m", "app.bench.baseline", "--port"],
-                env={},
-                plan=plan,
-                strategy_prefix=f"baseline-{run_id}",
-                log=Path(directory) / "baseline.log",
-                progress=progress,
-            )
+        if baseline is not None:
             problems += _answers("bare Starlette", [baseline["warmup"], *baseline["phases"]])
-            for ours, theirs in zip(service["phases"], baseline["phases"], strict=True):
-                ours["ratio_percent"] = _ratio(ours["per_second"], theirs["per_second"])
+            for ours_phase, theirs_phase in zip(service["phases"], baseline["phases"], strict=True):
+                ours_phase["ratio_percent"] = _ratio(
+                    ours_phase["per_second"], theirs_phase["per_second"]
+                )
     return {
         "service": service,
         "baseline": baseline,
@@ -190,57 +211,85 @@ def bench(plan: Plan, progress: report.Progress) -> dict[str, Any]:
     }
 
 
-def _measure(
-    name: str,
-    command: list[str],
-    *,
-    env: Mapping[str, str],
-    plan: Plan,
-    strategy_prefix: str,
-    log: Path,
-    progress: report.Progress,
-) -> dict[str, Any]:
-    """Start one server, drive it through the warm-up and every phase, stop it."""
-    port = processes.free_port()
-    phases = [_warmup(plan)] + [
+def _phases(plan: Plan) -> list[dict[str, Any]]:
+    return [_warmup(plan)] + [
         {"name": f"c{level}", "concurrency": level, "count": plan.count, "seconds": plan.seconds}
         for level in plan.concurrency
     ]
-    spec = {
-        "host": "127.0.0.1",
-        "port": port,
-        "path": PATH,
-        "token_header": plan.token_header,
-        "token": plan.token,
-        "ticker": TICKER,
-        "quantity": str(QUANTITY),
-        "strategy_prefix": strategy_prefix,
-        "phases": phases,
-    }
 
-    def show(index: int, answered: int, count: int, done: float) -> None:
-        progress.update(f"{name} {phases[index]['name']}", answered, count, done)
 
-    server = processes.ServerProcess([*command, str(port)], port=port, log=log, env=env)
-    try:
-        startup = server.wait_ready()
-        figures = processes.drive({**spec, "server_pid": server.pid}, show)
-        peak = server.peak_memory_mib()
-    finally:
-        server.stop()
-        progress.clear()
-    output = server.output()
-    source = "VmHWM"
-    if peak is None:
-        peak, source = processes.children_peak_memory_mib(), "ru_maxrss of children (upper bound)"
-    return {
-        "startup_seconds": round(startup, 3),
-        "peak_memory_mib": round(peak, 1),
-        "peak_memory_source": source,
-        "warmup": figures[0],
-        "phases": figures[1:],
-        "log_tail": output,
-    }
+class _Running:
+    """One server, started and ready, driven one phase at a time (:meth:`run`); its figures
+    once it is stopped (:meth:`stop`, or leaving the ``with`` block on an error). Each
+    phase's figures say when it started: ``started_seconds`` after ``began``."""
+
+    def __init__(
+        self,
+        name: str,
+        command: list[str],
+        *,
+        env: Mapping[str, str],
+        plan: Plan,
+        strategy_prefix: str,
+        log: Path,
+        progress: report.Progress,
+        began: float,
+    ) -> None:
+        self._name = name
+        self._progress = progress
+        self._began = began
+        port = processes.free_port()
+        self._spec = {
+            "host": "127.0.0.1",
+            "port": port,
+            "path": PATH,
+            "token_header": plan.token_header,
+            "token": plan.token,
+            "ticker": TICKER,
+            "quantity": str(QUANTITY),
+            "strategy_prefix": strategy_prefix,
+        }
+        self._server = processes.ServerProcess([*command, str(port)], port=port, log=log, env=env)
+        self._figures: list[Any] = []
+
+    def __enter__(self) -> _Running:
+        try:
+            self._startup = self._server.wait_ready()
+        except BaseException:
+            self._server.stop()
+            raise
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._server.stop()
+        self._progress.clear()
+
+    def run(self, phase: Mapping[str, Any]) -> None:
+        def show(_index: int, answered: int, count: int, done: float) -> None:
+            self._progress.update(f"{self._name} {phase['name']}", answered, count, done)
+
+        spec = {**self._spec, "phases": [phase], "server_pid": self._server.pid}
+        started = round(time.perf_counter() - self._began, 3)
+        self._figures += [
+            {**figures, "started_seconds": started} for figures in processes.drive(spec, show)
+        ]
+
+    def stop(self) -> dict[str, Any]:
+        """Read the peak memory, stop the server; its figures."""
+        peak = self._server.peak_memory_mib()
+        self.__exit__()
+        source = "VmHWM"
+        if peak is None:
+            peak = processes.children_peak_memory_mib()
+            source = "ru_maxrss of children (upper bound)"
+        return {
+            "startup_seconds": round(self._startup, 3),
+            "peak_memory_mib": round(peak, 1),
+            "peak_memory_source": source,
+            "warmup": self._figures[0],
+            "phases": self._figures[1:],
+            "log_tail": self._server.output(),
+        }
 
 
 def _restart(command: list[str], *, env: Mapping[str, str], log: Path) -> float:
