@@ -6,6 +6,7 @@ import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -47,21 +48,26 @@ def test_twenty_concurrent_duplicates_execute_once(service: Service) -> None:
     check_invariants(service)
 
 
+def assert_one_succeeds(
+    service: Service, bodies: list[dict[str, Any]], *, refused: tuple[int, str]
+) -> None:
+    """Send ``bodies`` all at once: one is answered 200, every other the typed refusal."""
+    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+        answers = list(pool.map(service.post, bodies))
+    status, error_type = refused
+    assert sorted(answer.status_code for answer in answers) == [200] + [status] * (len(bodies) - 1)
+    assert all(
+        answer.json()["type"] == error_type for answer in answers if answer.status_code != 200
+    )
+
+
 def test_twenty_concurrent_opens_for_one_strategy_give_one_position(service: Service) -> None:
     now = service.clock.milliseconds()
     bodies = [
         envelope("SIGNAL_OPEN", signal(position_id=f"p{n}", quantity=1), timestamp=now + n)
         for n in range(20)
     ]
-    with ThreadPoolExecutor(max_workers=20) as pool:
-        answers = list(pool.map(service.post, bodies))
-    statuses = sorted(answer.status_code for answer in answers)
-    assert statuses == [200] + [409] * 19
-    assert all(
-        answer.json()["type"] == "PositionAlreadyExists"
-        for answer in answers
-        if answer.status_code == 409
-    )
+    assert_one_succeeds(service, bodies, refused=(409, "PositionAlreadyExists"))
     assert len(service.rows("SELECT * FROM positions")) == 1
     assert len(service.rows("SELECT * FROM orders")) == 1
     check_invariants(service)
@@ -76,15 +82,7 @@ def test_twenty_concurrent_closes_of_one_position_close_it_once(service: Service
     bodies = [
         envelope("SIGNAL_CLOSE", signal(quantity=1), timestamp=now + 1 + n) for n in range(20)
     ]
-    with ThreadPoolExecutor(max_workers=20) as pool:
-        answers = list(pool.map(service.post, bodies))
-    statuses = sorted(answer.status_code for answer in answers)
-    assert statuses == [200] + [404] * 19
-    assert all(
-        answer.json()["type"] == "PositionNotFound"
-        for answer in answers
-        if answer.status_code == 404
-    )
+    assert_one_succeeds(service, bodies, refused=(404, "PositionNotFound"))
     assert [row["purpose"] for row in service.rows("SELECT purpose FROM orders ORDER BY id")] == [
         "open",
         "close",
