@@ -14,7 +14,12 @@ from typing import Any
 import asyncpg
 import pytest
 
-from app.bench.load import process_cpu_seconds, steal_percent
+from app.bench.load import (
+    process_cpu_seconds,
+    processes_cpu_seconds,
+    processes_cpu_used,
+    steal_percent,
+)
 from app.cli import main
 from tests.conftest import CONFIG, postgres_url
 
@@ -90,6 +95,8 @@ def test_bench_measures_the_service_against_the_baseline_and_verifies(
     ]
     assert starts == sorted(starts)
     assert len(set(starts)) == len(starts)
+    for server in (service, baseline):  # no database server's processes to read
+        assert all(phase["database_cpu_percent"] is None for phase in server["phases"])
     assert results["machine"]["database"] == "sqlite"
     assert results["machine"]["cores"] >= 1
     assert results["machine"]["python"]
@@ -141,6 +148,14 @@ def test_bench_on_postgresql_uses_a_fresh_database_and_drops_it(
     assert_measured(results["service"])
     assert results["service"]["restart_seconds"] > 0
     assert asyncio.run(bench_databases(server)) == before
+    # The server runs on this machine: its processes' CPU is read too, and 120 stored
+    # deliveries take it well over a tick.
+    phases = [results["service"]["warmup"], *results["service"]["phases"]]
+    if sys.platform.startswith("linux"):
+        assert all(phase["database_cpu_us_per_delivery"] >= 0 for phase in phases)
+        assert sum(phase["database_cpu_us_per_delivery"] for phase in phases) > 0
+    else:
+        assert all(phase["database_cpu_us_per_delivery"] is None for phase in phases)
 
 
 async def bench_databases(url: str) -> set[str]:
@@ -159,6 +174,15 @@ def test_stolen_cpu_is_the_share_of_all_ticks_between_two_readings() -> None:
     assert steal_percent((10, 1_000), (10, 1_500)) == 0.0
     assert steal_percent(None, (60, 2_000)) is None  # no /proc/stat
     assert steal_percent((10, 1_000), (10, 1_000)) is None  # no time passed
+
+
+def test_the_database_cpu_counts_the_processes_read_at_both_ends() -> None:
+    before = {10: 1.0, 11: 2.0, 12: 5.0}  # 12 exits during the phase, 13 starts in it
+    after = {10: 1.5, 11: 2.25, 13: 0.5}
+    assert processes_cpu_used(before, after) == 0.75
+    assert processes_cpu_used({}, after) is None
+    if sys.platform.startswith("linux"):
+        assert processes_cpu_seconds([os.getpid(), 2**22 + 1]).keys() == {os.getpid()}
 
 
 def test_a_process_cpu_time_is_read_from_its_stat() -> None:

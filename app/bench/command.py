@@ -167,7 +167,7 @@ def bench(plan: Plan, progress: report.Progress) -> dict[str, Any]:
                     )
                 )
             for phase in _phases(plan):  # each baseline phase right after the service's
-                ours.run(phase)
+                ours.run(phase, database_pids=database.server_pids(database_url))
                 if theirs is not None:
                     theirs.run(phase)
             service = ours.stop()
@@ -264,11 +264,19 @@ class _Running:
         self._server.stop()
         self._progress.clear()
 
-    def run(self, phase: Mapping[str, Any]) -> None:
+    def run(self, phase: Mapping[str, Any], *, database_pids: list[int] | None = None) -> None:
+        """Drive one phase; ``database_pids``: the database server's processes, whose CPU
+        time the phase's figures then include."""
+
         def show(_index: int, answered: int, count: int, done: float) -> None:
             self._progress.update(f"{self._name} {phase['name']}", answered, count, done)
 
-        spec = {**self._spec, "phases": [phase], "server_pid": self._server.pid}
+        spec = {
+            **self._spec,
+            "phases": [phase],
+            "server_pid": self._server.pid,
+            "database_pids": database_pids,
+        }
         started = round(time.perf_counter() - self._began, 3)
         self._figures += [
             {**figures, "started_seconds": started} for figures in processes.drive(spec, show)

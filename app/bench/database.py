@@ -58,6 +58,24 @@ def fresh(database_url: str | None, *, directory: Path) -> Iterator[str]:
         _execute(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def server_pids(database_url: str) -> list[int] | None:
+    """The processes of a PostgreSQL server on this machine (its backends and background
+    workers, as ``pg_stat_activity`` lists them), whose CPU time the bench can read; None
+    for SQLite, or for a server elsewhere (none of them is a local ``postgres`` process)."""
+    if kind(database_url) != "postgresql":
+        return None
+    listed = _reader(database_url)("SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid()")
+    local = [int(pid) for (pid,) in listed if _is_local_postgres(int(pid))]
+    return local or None
+
+
+def _is_local_postgres(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "postgres"
+    except OSError:
+        return False
+
+
 def check(database_url: str, phases: Sequence[Mapping[str, Any]]) -> list[str]:
     """What the database says is wrong with the run, for a person; empty when all is well.
 

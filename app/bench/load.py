@@ -5,7 +5,8 @@ Run as ``python -m app.bench.load``: it reads a JSON spec on stdin (the server's
 the token, the phases) and writes lines on stdout: ``progress PHASE ANSWERED COUNT DONE`` a
 few times a second (DONE: the share of the phase's count or time used, whichever is more),
 then ``phase {...}`` with each phase's figures: the server's CPU time among them, read from
-``/proc/<server_pid>/stat`` when the spec names the server's pid.
+``/proc/<server_pid>/stat`` when the spec names the server's pid, and the database server's,
+summed over ``database_pids`` when it names them (a PostgreSQL server on this machine).
 
 Every phase sends distinct ``SIGNAL_OPEN`` / ``SIGNAL_CLOSE`` pairs, one new strategy per
 pair (``<prefix>-<phase>-<n>``), from ``concurrency`` slots. A slot sends a pair's close only
@@ -27,7 +28,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -165,8 +166,10 @@ class Phase:
         strategy_prefix: str,
         steal_percent: float | None,
         server_cpu: float | None,
+        database_cpu: float | None = None,
     ) -> dict[str, Any]:
-        """``server_cpu``: the seconds of CPU the server used during the phase, if known."""
+        """``server_cpu``, ``database_cpu``: the seconds of CPU the server, and the database
+        server's processes, used during the phase, if known."""
         ordered = sorted(self.latencies)
         return {
             "name": self.name,
@@ -186,17 +189,19 @@ class Phase:
             "statuses": {str(status): n for status, n in sorted(self.statuses.items())},
             "samples": self.samples,
             "cpu_steal_percent": steal_percent,
-            "server_cpu_percent": (
-                round(100 * server_cpu / elapsed, 1)
-                if server_cpu is not None and elapsed > 0
-                else None
-            ),
-            "server_cpu_us_per_delivery": (
-                round(1e6 * server_cpu / self.answered, 1)
-                if server_cpu is not None and self.answered
-                else None
-            ),
+            "server_cpu_percent": _percent(server_cpu, elapsed),
+            "server_cpu_us_per_delivery": _per_delivery(server_cpu, self.answered),
+            "database_cpu_percent": _percent(database_cpu, elapsed),
+            "database_cpu_us_per_delivery": _per_delivery(database_cpu, self.answered),
         }
+
+
+def _percent(cpu: float | None, elapsed: float) -> float | None:
+    return round(100 * cpu / elapsed, 1) if cpu is not None and elapsed > 0 else None
+
+
+def _per_delivery(cpu: float | None, answered: int) -> float | None:
+    return round(1e6 * cpu / answered, 1) if cpu is not None and answered else None
 
 
 def cpu_times() -> tuple[int, int] | None:
@@ -231,6 +236,18 @@ def process_cpu_seconds(pid: int | None) -> float | None:
 
 def cpu_used(before: float | None, after: float | None) -> float | None:
     return None if before is None or after is None else after - before
+
+
+def processes_cpu_seconds(pids: Sequence[int]) -> dict[int, float]:
+    """:func:`process_cpu_seconds` of each process that can be read."""
+    found = {pid: process_cpu_seconds(pid) for pid in pids}
+    return {pid: seconds for pid, seconds in found.items() if seconds is not None}
+
+
+def processes_cpu_used(before: Mapping[int, float], after: Mapping[int, float]) -> float | None:
+    """The CPU the processes read both times used between; None when none was."""
+    both = before.keys() & after.keys()
+    return sum(after[pid] - before[pid] for pid in both) if both else None
 
 
 def steal_percent(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
@@ -314,14 +331,16 @@ async def drive(spec: dict[str, Any]) -> None:
             done = max(answered / goal, min(time_used, 1.0))
             _emit(f"progress {index} {answered} {goal} {done:.3f}")
 
-        server = spec.get("server_pid")
+        server, database = spec.get("server_pid"), spec.get("database_pids") or []
         before, server_before = cpu_times(), process_cpu_seconds(server)
+        database_before = processes_cpu_seconds(database)
         elapsed = await run_phase(target, phase, report)
         figures = phase.figures(
             elapsed,
             strategy_prefix=target.strategy_prefix,
             steal_percent=steal_percent(before, cpu_times()),
             server_cpu=cpu_used(server_before, process_cpu_seconds(server)),
+            database_cpu=processes_cpu_used(database_before, processes_cpu_seconds(database)),
         )
         _emit(f"phase {json.dumps(figures)}")
 

@@ -24,6 +24,8 @@ COLUMNS = (
     ("server CPU", ">"),
     ("us CPU/delivery", ">"),
 )
+# Shown when the database server runs on this machine (PostgreSQL): its processes' CPU.
+DATABASE_COLUMNS = (("database CPU", ">"), ("db us CPU/delivery", ">"))
 
 
 class Progress:
@@ -80,8 +82,14 @@ def as_text(results: Mapping[str, Any]) -> str:
         "worker's event loop uses at most that); us CPU/delivery: that time per answered "
         "delivery (a database server's own processes not included); both coarse for a phase "
         "under a second, as the kernel counts CPU time in ticks of 10 ms",
-        "",
     ]
+    if _has_database_cpu(results["service"]):
+        lines.append(
+            "database CPU, db us CPU/delivery: the same for the PostgreSQL server's processes on "
+            "this machine (its backends and background workers, as pg_stat_activity lists them "
+            "before each phase), which share the machine's cores with the service"
+        )
+    lines.append("")
     for label, key, unit in (
         ("start-up to ready", "startup_seconds", "s"),
         ("peak memory (RSS high-water mark)", "peak_memory_mib", "MiB"),
@@ -104,7 +112,13 @@ def as_text(results: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _has_database_cpu(server: Mapping[str, Any]) -> bool:
+    return any(phase.get("database_cpu_percent") is not None for phase in server["phases"])
+
+
 def _table(servers: list[tuple[str, Mapping[str, Any]]]) -> str:
+    database = _has_database_cpu(servers[0][1])
+    columns = COLUMNS + DATABASE_COLUMNS if database else COLUMNS
     rows = []
     for name, server in servers:
         for phase in server["phases"]:
@@ -127,13 +141,18 @@ def _table(servers: list[tuple[str, Mapping[str, Any]]]) -> str:
                     _or_dash(phase["server_cpu_us_per_delivery"], "{:.0f}"),
                 ]
             )
-    headers = [title for title, _align in COLUMNS]
+            if database:
+                rows[-1] += [
+                    _or_dash(phase.get("database_cpu_percent"), "{:.0f}%"),
+                    _or_dash(phase.get("database_cpu_us_per_delivery"), "{:.0f}"),
+                ]
+    headers = [title for title, _align in columns]
     widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
     lines = []
     for row in [headers, *rows]:
         cells = (
             cell.ljust(width) if align == "<" else cell.rjust(width)
-            for cell, width, (_title, align) in zip(row, widths, COLUMNS, strict=True)
+            for cell, width, (_title, align) in zip(row, widths, columns, strict=True)
         )
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
