@@ -141,12 +141,11 @@ def bench(plan: Plan, progress: report.Progress) -> dict[str, Any]:
         }
         with contextlib.ExitStack() as running:
             ours = running.enter_context(
-                _Running(
+                processes.DrivenServer(
                     "signalbridge",
                     serve,
                     env=serve_env,
-                    plan=plan,
-                    strategy_prefix=f"bench-{run_id}",
+                    target=_target(plan, strategy_prefix=f"bench-{run_id}"),
                     log=Path(directory) / "service.log",
                     progress=progress,
                     began=began,
@@ -155,12 +154,11 @@ def bench(plan: Plan, progress: report.Progress) -> dict[str, Any]:
             theirs = None
             if not plan.skip_baseline:
                 theirs = running.enter_context(
-                    _Running(
+                    processes.DrivenServer(
                         "bare Starlette",
                         [sys.executable, "-m", "app.bench.baseline", "--port"],
                         env={},
-                        plan=plan,
-                        strategy_prefix=f"baseline-{run_id}",
+                        target=_target(plan, strategy_prefix=f"baseline-{run_id}"),
                         log=Path(directory) / "baseline.log",
                         progress=progress,
                         began=began,
@@ -211,93 +209,23 @@ def bench(plan: Plan, progress: report.Progress) -> dict[str, Any]:
     }
 
 
+def _target(plan: Plan, *, strategy_prefix: str) -> dict[str, Any]:
+    """What the load generator sends, less the server's port and the phases."""
+    return {
+        "path": PATH,
+        "token_header": plan.token_header,
+        "token": plan.token,
+        "ticker": TICKER,
+        "quantity": str(QUANTITY),
+        "strategy_prefix": strategy_prefix,
+    }
+
+
 def _phases(plan: Plan) -> list[dict[str, Any]]:
     return [_warmup(plan)] + [
         {"name": f"c{level}", "concurrency": level, "count": plan.count, "seconds": plan.seconds}
         for level in plan.concurrency
     ]
-
-
-class _Running:
-    """One server, started and ready, driven one phase at a time (:meth:`run`); its figures
-    once it is stopped (:meth:`stop`, or leaving the ``with`` block on an error). Each
-    phase's figures say when it started: ``started_seconds`` after ``began``."""
-
-    def __init__(
-        self,
-        name: str,
-        command: list[str],
-        *,
-        env: Mapping[str, str],
-        plan: Plan,
-        strategy_prefix: str,
-        log: Path,
-        progress: report.Progress,
-        began: float,
-    ) -> None:
-        self._name = name
-        self._progress = progress
-        self._began = began
-        port = processes.free_port()
-        self._spec = {
-            "host": "127.0.0.1",
-            "port": port,
-            "path": PATH,
-            "token_header": plan.token_header,
-            "token": plan.token,
-            "ticker": TICKER,
-            "quantity": str(QUANTITY),
-            "strategy_prefix": strategy_prefix,
-        }
-        self._server = processes.ServerProcess([*command, str(port)], port=port, log=log, env=env)
-        self._figures: list[Any] = []
-
-    def __enter__(self) -> _Running:
-        try:
-            self._startup = self._server.wait_ready()
-        except BaseException:
-            self._server.stop()
-            raise
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._server.stop()
-        self._progress.clear()
-
-    def run(self, phase: Mapping[str, Any], *, database_pids: list[int] | None = None) -> None:
-        """Drive one phase; ``database_pids``: the database server's processes, whose CPU
-        time the phase's figures then include."""
-
-        def show(_index: int, answered: int, count: int, done: float) -> None:
-            self._progress.update(f"{self._name} {phase['name']}", answered, count, done)
-
-        spec = {
-            **self._spec,
-            "phases": [phase],
-            "server_pid": self._server.pid,
-            "database_pids": database_pids,
-        }
-        started = round(time.perf_counter() - self._began, 3)
-        self._figures += [
-            {**figures, "started_seconds": started} for figures in processes.drive(spec, show)
-        ]
-
-    def stop(self) -> dict[str, Any]:
-        """Read the peak memory, stop the server; its figures."""
-        peak = self._server.peak_memory_mib()
-        self.__exit__()
-        source = "VmHWM"
-        if peak is None:
-            peak = processes.children_peak_memory_mib()
-            source = "ru_maxrss of children (upper bound)"
-        return {
-            "startup_seconds": round(self._startup, 3),
-            "peak_memory_mib": round(peak, 1),
-            "peak_memory_source": source,
-            "warmup": self._figures[0],
-            "phases": self._figures[1:],
-            "log_tail": self._server.output(),
-        }
 
 
 def _restart(command: list[str], *, env: Mapping[str, str], log: Path) -> float:

@@ -1,4 +1,5 @@
-"""The bench's subprocesses: the server under test and the load generator that drives it.
+"""The bench's subprocesses: the server under test and the load generator that drives it,
+one phase at a time (:class:`DrivenServer`).
 
 A server is spawned with ``sys.executable``, so its pid is the server's own and
 ``/proc/<pid>/status`` reads its memory. Its output goes to a log file, shown in part when
@@ -21,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from app.bench import BenchError
+from app.bench import BenchError, report
 
 READY_TIMEOUT_SECONDS = 60.0
 READY_POLL_SECONDS = 0.005
@@ -105,6 +106,79 @@ class ServerProcess:
     def tail(self) -> str:
         text = self.output()
         return f"; its last output:\n{text}" if text else ""
+
+
+class DrivenServer:
+    """A server under test, started and ready (``with``), driven one phase at a time by the
+    load generator (:meth:`run`); its figures once stopped (:meth:`stop`, or leaving the
+    ``with`` block on an error). ``target``: what the load generator sends
+    (:mod:`app.bench.load`), less the address and the phases. Each phase's figures say when
+    it began: ``started_seconds`` after ``began`` (a ``time.perf_counter()`` reading)."""
+
+    def __init__(
+        self,
+        name: str,
+        command: list[str],
+        *,
+        env: Mapping[str, str],
+        target: Mapping[str, Any],
+        log: Path,
+        progress: report.Progress,
+        began: float,
+    ) -> None:
+        self._name = name
+        self._progress = progress
+        self._began = began
+        port = free_port()
+        self._spec = {**target, "host": "127.0.0.1", "port": port}
+        self._server = ServerProcess([*command, str(port)], port=port, log=log, env=env)
+        self._figures: list[Any] = []
+        self._startup = 0.0
+
+    def __enter__(self) -> DrivenServer:
+        try:
+            self._startup = self._server.wait_ready()
+        except BaseException:
+            self._server.stop()
+            raise
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._server.stop()
+        self._progress.clear()
+
+    def run(self, phase: Mapping[str, Any], *, database_pids: list[int] | None = None) -> None:
+        """Drive one phase; ``database_pids``: the database server's processes, whose CPU
+        time the phase's figures then include."""
+
+        def show(_index: int, answered: int, count: int, done: float) -> None:
+            self._progress.update(f"{self._name} {phase['name']}", answered, count, done)
+
+        spec = {
+            **self._spec,
+            "phases": [phase],
+            "server_pid": self._server.pid,
+            "database_pids": database_pids,
+        }
+        started = round(time.perf_counter() - self._began, 3)
+        self._figures += [{**figures, "started_seconds": started} for figures in drive(spec, show)]
+
+    def stop(self) -> dict[str, Any]:
+        """Read the peak memory, stop the server; its figures."""
+        peak = self._server.peak_memory_mib()
+        self.__exit__()
+        source = "VmHWM"
+        if peak is None:
+            peak = children_peak_memory_mib()
+            source = "ru_maxrss of children (upper bound)"
+        return {
+            "startup_seconds": round(self._startup, 3),
+            "peak_memory_mib": round(peak, 1),
+            "peak_memory_source": source,
+            "warmup": self._figures[0],
+            "phases": self._figures[1:],
+            "log_tail": self._server.output(),
+        }
 
 
 def _gist(message: str) -> str:
