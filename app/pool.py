@@ -123,8 +123,13 @@ class ConnectionPool:
             self._idle.append(connection)
 
     async def close(self) -> None:
-        """Close the idle connections; those in use are closed as they come back."""
+        """Close the idle connections; those in use are closed as they come back, and the
+        callers still waiting for one are refused."""
         self._closed = True
+        waiters, self._waiters = self._waiters, collections.deque()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(RuntimeError("the connection pool is closed"))
         idle, self._idle = self._idle, []
         for connection in idle:
             self._open -= 1

@@ -183,6 +183,19 @@ async def test_closing_closes_idle_connections_and_those_given_back_later(
         await pool.acquire()
 
 
+@pytest.mark.anyio
+async def test_closing_refuses_the_callers_still_waiting(pool: ConnectionPool) -> None:
+    held = [await pool.acquire(), await pool.acquire()]
+    (waiter,) = await waiting(pool, 1)
+    await pool.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await asyncio.wait_for(waiter, 5)
+    for connection in held:  # given back after the close: closed, handed to nobody
+        pool.release(connection)
+        assert connection.is_closed()
+    assert pool.open_connections == 0
+
+
 def test_a_pool_needs_a_connection() -> None:
     with pytest.raises(ValueError, match="at least one"):
         ConnectionPool(asyncpg.connect, size=0)
