@@ -102,7 +102,11 @@ def _exact(value: Any) -> Decimal:
 
 
 def _decimal_text(value: Any) -> str | None:
-    return None if value is None else str(_exact(value))
+    if value is None:
+        return None
+    if type(value) is Decimal and value.is_finite():  # the usual case, without a call
+        return str(value)
+    return str(_exact(value))
 
 
 def _decimal_for_postgres(value: Any) -> Decimal | None:

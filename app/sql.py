@@ -49,8 +49,8 @@ class _Compiled:
     sql: str
     names: frozenset[str]
     required: frozenset[str]  # the names without a value of their own in the statement
-    results: tuple[Processor, ...]
-    processes_results: bool
+    # The result columns that have a processor: (position, processor).
+    processed_results: tuple[tuple[int, Callable[[Any], Any]], ...]
     # Binding runs for every statement: when the names given (with the statement's own
     # values) are exactly its names, they are taken in one C call and only the processed
     # positions are rewritten; anything else goes the long way, to its error.
@@ -80,18 +80,18 @@ class _Compiled:
         raise KeyError(f"statement parameter {missing[0]!r} was not given")
 
     def rows(self, rows: Sequence[Sequence[Any]]) -> list[Row]:
-        if not self.processes_results:
+        processed = self.processed_results
+        if not processed:
             return [tuple(row) for row in rows]
-        results = self.results
-        return [
-            tuple(
-                [
-                    value if process is None or value is None else process(value)
-                    for process, value in zip(results, row, strict=True)
-                ]
-            )
-            for row in rows
-        ]
+        result = []
+        for row in rows:
+            values = list(row)
+            for index, process in processed:
+                value = values[index]
+                if value is not None:
+                    values[index] = process(value)
+            result.append(tuple(values))
+        return result
 
 
 class Statement:
@@ -142,8 +142,9 @@ def _compile(clause: ClauseElement, dialect: Dialect) -> _Compiled:
         sql=compiled.string,
         names=frozenset(positional),
         required=frozenset(name for name, default, _ in params if default is _NO_DEFAULT),
-        results=results,
-        processes_results=any(process is not None for process in results),
+        processed_results=tuple(
+            (index, process) for index, process in enumerate(results) if process is not None
+        ),
         defaults={name: default for name, default, _ in params if default is not _NO_DEFAULT},
         take=_taker(positional),
         processed=tuple(
