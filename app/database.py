@@ -353,6 +353,7 @@ class Database:
         self._write_lock = asyncio.Lock()
         self._writer: AsyncConnection | None = None
         self._raw: sqlite3.Connection | None = None  # the writer's own sqlite3 connection
+        self._raw_tx: SqliteTx | None = None  # the statements on it, one Tx for every block
         self._committed: asyncio.Future[None] | None = None  # the open batch's commit
         self._committer: asyncio.Task[None] | None = None
         self._commits: ThreadPoolExecutor | None = None  # where COMMIT waits for the disk
@@ -482,10 +483,11 @@ class Database:
             raw = (await self._writer.get_raw_connection()).driver_connection
             assert isinstance(raw, _InlineConnection)
             self._raw = raw.sqlite
+            self._raw_tx = SqliteTx(self._raw, self.dialect)
         return self._writer
 
     async def _drop_writer(self) -> None:
-        writer, self._writer, self._raw = self._writer, None, None
+        writer, self._writer, self._raw, self._raw_tx = self._writer, None, None, None
         if writer is not None:
             with contextlib.suppress(Exception):
                 await writer.invalidate()
@@ -508,7 +510,7 @@ class Database:
             await asyncio.gather(self._committer, return_exceptions=True)
         if self._writer is not None:
             await self._writer.close()
-            self._writer = self._raw = None
+            self._writer = self._raw = self._raw_tx = None
         if self._commits is not None:
             self._commits.shutdown()
             self._commits = None
@@ -539,8 +541,8 @@ class _SqliteTransaction:
         await database._write_lock.acquire()
         try:
             self._committed = await database._join_batch()
-            assert database._raw is not None
-            self._tx = SqliteTx(database._raw, database.dialect)
+            assert database._raw_tx is not None
+            self._tx = database._raw_tx
             if self._savepoint:
                 self._tx.begin_savepoint()
         except BaseException:
