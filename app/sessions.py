@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 _DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _MINUTES_PER_DAY = 24 * 60
 _MINUTES_PER_WEEK = 7 * _MINUTES_PER_DAY
+_ALL_WEEK = ((0, _MINUTES_PER_WEEK),)
 _DAY = r"(mon|tue|wed|thu|fri|sat|sun)"
 _TIME = r"([0-9]{1,2}):([0-9]{2})"
 _DAILY = re.compile(rf"{_DAY}(?:\s*-\s*{_DAY})?\s+{_TIME}\s*-\s*{_TIME}", re.IGNORECASE)
@@ -49,6 +50,8 @@ class Sessions:
         """Whether the market is open at ``at``, which must be timezone-aware."""
         if at.tzinfo is None or at.utcoffset() is None:
             raise ValueError(f"is_open needs a timezone-aware datetime, got {at!r}")
+        if self.spans == _ALL_WEEK:  # "always", the usual crypto market: nothing to work out
+            return True
         local = at.astimezone(self.timezone)
         minute = local.weekday() * _MINUTES_PER_DAY + local.hour * 60 + local.minute
         return any(_inside(minute, start, end) for start, end in self.spans)
@@ -58,7 +61,7 @@ class Sessions:
         return self.text
 
 
-ALWAYS = Sessions(timezone=UTC, spans=((0, _MINUTES_PER_WEEK),), text="always")
+ALWAYS = Sessions(timezone=UTC, spans=_ALL_WEEK, text="always")
 NEVER = Sessions(timezone=UTC, spans=(), text="closed (the venue lists the market inactive)")
 
 
