@@ -4,8 +4,10 @@ load generator, with small bounds."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from app.bench import processes
 from app.bench.load import (
     process_cpu_seconds,
     processes_cpu_seconds,
@@ -197,3 +200,38 @@ def test_a_process_cpu_time_is_read_from_its_stat() -> None:
     else:
         assert read is None
     assert process_cpu_seconds(None) is None
+
+
+BASELINE = [sys.executable, "-m", "app.bench.baseline", "--port"]
+
+
+def test_a_server_whose_port_was_taken_starts_again_on_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another process binds the chosen port before the server does: the race free_port has.
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        chosen = [taken.getsockname()[1]]
+        free_port = processes.free_port
+        monkeypatch.setattr(processes, "free_port", lambda: chosen.pop() if chosen else free_port())
+        server, seconds = processes.start_ready(BASELINE, log=tmp_path / "log", env={})
+        try:
+            assert server.port != taken.getsockname()[1]
+            assert 0 < seconds < processes.READY_TIMEOUT_SECONDS
+            assert processes._status("127.0.0.1", server.port, "/readyz") == 200
+        finally:
+            server.stop()
+
+
+def test_a_port_taken_at_every_start_stops_the_bench(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with contextlib.ExitStack() as stack:
+        taken = [
+            stack.enter_context(socket.create_server(("127.0.0.1", 0))).getsockname()[1]
+            for _ in range(processes.START_ATTEMPTS)
+        ]
+        chosen = list(taken)
+        monkeypatch.setattr(processes, "free_port", lambda: chosen.pop(0))
+        with pytest.raises(processes.PortTaken, match=f"port {taken[-1]} was taken"):
+            processes.start_ready(BASELINE, log=tmp_path / "log", env={})
+        assert chosen == []  # every attempt made, each on its own port

@@ -232,12 +232,9 @@ def _restart(command: list[str], *, env: Mapping[str, str], log: Path) -> float:
     """Seconds from spawn to ready when the service starts again on the database its phases
     wrote: what an operator's restart costs (migrated already, with a history), where the
     first start also created the schema. The check of what was stored comes after it."""
-    port = processes.free_port()
-    server = processes.ServerProcess([*command, str(port)], port=port, log=log, env=env)
-    try:
-        return server.wait_ready()
-    finally:
-        server.stop()
+    server, seconds = processes.start_ready(command, log=log, env=env)
+    server.stop()
+    return seconds
 
 
 def _warmup(plan: Plan) -> dict[str, Any]:

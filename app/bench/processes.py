@@ -26,7 +26,11 @@ from app.bench import BenchError, report
 
 READY_TIMEOUT_SECONDS = 60.0
 READY_POLL_SECONDS = 0.005
+# A port free when chosen can be taken before the server binds it; it starts again on
+# another this many times in all.
+START_ATTEMPTS = 3
 STOP_TIMEOUT_SECONDS = 15.0
+ADDRESS_IN_USE = "address already in use"  # the OS's words, in the server's log
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception)\b")
 
 
@@ -38,6 +42,31 @@ def free_port() -> int:
         return port
 
 
+class PortTaken(BenchError):
+    """The server could not bind its port: another process took it after it was chosen."""
+
+
+def start_ready(
+    command: Sequence[str], *, log: Path, env: Mapping[str, str]
+) -> tuple[ServerProcess, float]:
+    """A server of ``command`` + a free port, ready, and the seconds it took to be. When
+    another process takes the port between its choice and the server's bind, the server
+    starts again on another (``START_ATTEMPTS`` in all); the time is the last start's."""
+    attempt = 1
+    while True:
+        port = free_port()
+        server = ServerProcess([*command, str(port)], port=port, log=log, env=env)
+        try:
+            return server, server.wait_ready()
+        except PortTaken:
+            if attempt == START_ATTEMPTS:
+                raise
+            attempt += 1
+        finally:
+            if not server.ready:
+                server.stop()
+
+
 class ServerProcess:
     """A server in a subprocess, listening on 127.0.0.1:``port``, until :meth:`stop`."""
 
@@ -46,6 +75,7 @@ class ServerProcess:
     ) -> None:
         self.port = port
         self.log = log
+        self.ready = False
         with log.open("wb") as output:
             self.started = time.perf_counter()
             self._process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
@@ -57,8 +87,11 @@ class ServerProcess:
         deadline = self.started + READY_TIMEOUT_SECONDS
         while time.perf_counter() < deadline:
             if self._process.poll() is not None:
+                if ADDRESS_IN_USE in self.log.read_text(errors="replace").lower():
+                    raise PortTaken(f"port {self.port} was taken before the server bound it")
                 raise BenchError(f"the server exited with {self._process.returncode}{self.tail()}")
             if _status("127.0.0.1", self.port, "/readyz") == 200:
+                self.ready = True
                 return time.perf_counter() - self.started
             time.sleep(READY_POLL_SECONDS)
         raise BenchError(f"the server was not ready in {READY_TIMEOUT_SECONDS:.0f} s{self.tail()}")
@@ -129,18 +162,11 @@ class DrivenServer:
         self._name = name
         self._progress = progress
         self._began = began
-        port = free_port()
-        self._spec = {**target, "host": "127.0.0.1", "port": port}
-        self._server = ServerProcess([*command, str(port)], port=port, log=log, env=env)
+        self._server, self._startup = start_ready(command, log=log, env=env)
+        self._spec = {**target, "host": "127.0.0.1", "port": self._server.port}
         self._figures: list[Any] = []
-        self._startup = 0.0
 
     def __enter__(self) -> DrivenServer:
-        try:
-            self._startup = self._server.wait_ready()
-        except BaseException:
-            self._server.stop()
-            raise
         return self
 
     def __exit__(self, *_exc: object) -> None:
