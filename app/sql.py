@@ -198,6 +198,14 @@ class Tx:
     async def scalars(self, statement: Statement, **params: Any) -> list[Any]:
         return [row[0] for row in await self.rows(statement, **params)]
 
+    # run and scalar with the parameters in a mapping the caller built: insert_id and
+    # update_row pass their own, and a delivery runs a few of each.
+    async def run_with(self, statement: Statement, params: Mapping[str, Any]) -> int:
+        return await self.run(statement, **params)
+
+    async def scalar_with(self, statement: Statement, params: Mapping[str, Any]) -> Any:
+        return await self.scalar(statement, **params)
+
 
 def _only(rows: list[Row]) -> Row:
     if len(rows) != 1:
@@ -249,6 +257,15 @@ class SqliteTx(Tx):
         _, cursor = self._execute(statement, params)
         count: int = cursor.rowcount
         return count
+
+    async def run_with(self, statement: Statement, params: Mapping[str, Any]) -> int:
+        _, cursor = self._execute(statement, params)
+        count: int = cursor.rowcount
+        return count
+
+    async def scalar_with(self, statement: Statement, params: Mapping[str, Any]) -> Any:
+        rows = self._fetch(statement, params)
+        return rows[0][0] if rows else None
 
     async def run_many(self, statement: Statement, rows: Sequence[Mapping[str, Any]]) -> None:
         compiled = statement.compiled(self.dialect)
@@ -365,9 +382,11 @@ async def tx_on(connection: AsyncConnection) -> Tx:
 
 async def insert_id(tx: Tx, table: Table, **values: Any) -> int:
     """Insert a row into ``table`` and return its ``id``."""
-    return int(await tx.scalar(_insert_statement(table, tuple(values)), **values))
+    return int(await tx.scalar_with(_insert_statement(table, tuple(values)), values))
 
 
 async def update_row(tx: Tx, table: Table, row_id: int, **values: Any) -> None:
     """Set ``values`` on the row of ``table`` whose ``id`` is ``row_id``."""
-    await tx.run(_update_statement(table, tuple(values)), row_id=row_id, **values)
+    statement = _update_statement(table, tuple(values))
+    values["row_id"] = row_id  # values: this call's own dict
+    await tx.run_with(statement, values)
