@@ -270,16 +270,20 @@ class Receiver:
         """Claim the dedupe key and run the event, or answer as its first delivery did.
         ``claimed``: the caller stored the delivery already (its id, None when the key was
         taken, and the pending commit of that write)."""
-        details = _details(parsed, integration)
         if claimed is None:
             pending = Pending()
             async with self._database.autocommit(pending) as tx:  # one INSERT: the claim
                 event_id = await inbox.store(
-                    tx, delivery, details, dedupe_key=key, worker_id=self._worker.id
+                    tx,
+                    delivery,
+                    _details(parsed, integration),
+                    dedupe_key=key,
+                    worker_id=self._worker.id,
                 )
         else:
             event_id, pending = claimed
         if event_id is None:
+            details = _details(parsed, integration)
             return await self._repeat(delivery, details, key, parsed, integration)
         await crash_after("stored", self._settings.crash_at, pending)
         run = Run(event_id, key, parsed, integration, resuming=False, pending=pending)
