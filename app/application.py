@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -38,6 +37,7 @@ from app.paper import PaperBroker
 from app.receiver import Receiver
 from app.responses import JSON, error_response
 from app.settings import AccountConfig, Settings, load_settings
+from app.values import value
 from app.workers import Worker
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def system_clock() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Services:
     """What the lifespan built, for the endpoints (``request.state.services``)."""
 

@@ -10,18 +10,18 @@ that explains a refusal (``InsufficientFunds``, ``QuantityTooLow``, ...).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Literal, Protocol
 
 from app.instruments import Instrument
+from app.values import value
 
 OrderStatus = Literal["pending", "filled", "partially_filled", "rejected"]
 FINAL_STATUSES: frozenset[OrderStatus] = frozenset({"filled", "partially_filled", "rejected"})
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class OrderRequest:
     """A market order. ``client_order_id`` is derived from the event, so a retry of the same
     event asks for the same order."""
@@ -32,7 +32,7 @@ class OrderRequest:
     quantity: Decimal
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Fill:
     fill_id: str
     quantity: Decimal
@@ -41,7 +41,7 @@ class Fill:
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class OrderReport:
     """The venue's answer about one order, normalized."""
 

@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -23,11 +22,12 @@ from app.database import insert_id, update_row
 from app.errors import Conflict, NotFound
 from app.settings import AccountConfig, Settings
 from app.sql import Statement, Tx
+from app.values import value
 
 IntegrationStatus = str
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Integration:
     id: int
     name: str

@@ -18,7 +18,6 @@ of the first and gets the first's stored answer. States of a first delivery:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -28,13 +27,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import errors, schema, sql
 from app.sql import Tx
+from app.values import value
 from app.workers import Worker
 
 State = Literal["pending", "done", "ignored", "failed", "retryable", "duplicate"]
 FINAL_STATES = frozenset({"done", "ignored", "failed", "retryable", "duplicate"})
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Answer:
     status: int
     body: bytes = b""
@@ -45,7 +45,7 @@ class Answer:
 OK = Answer(200)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Delivery:
     """What arrived, before any of it is trusted."""
 
@@ -55,7 +55,7 @@ class Delivery:
     received_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Details:
     """What parsing and authentication learned about a delivery."""
 
@@ -67,7 +67,7 @@ class Details:
     provider_position_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Stored:
     id: int
     state: str
@@ -180,7 +180,7 @@ async def load(tx: Tx, event_id: int) -> Stored:
     return _stored(await tx.one(_LOAD, event_id=event_id))
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Replayable:
     id: int
     state: str

@@ -7,15 +7,15 @@ the protocol fixes: precision, then too low (quantity or notional), then too hig
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 
 from app.errors import InvalidQuantityPrecision, QuantityTooHigh, QuantityTooLow
 from app.sessions import ALWAYS, Sessions, parse_sessions
 from app.settings import InstrumentConfig
+from app.values import value
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Instrument:
     ticker: str
     symbol: str

@@ -23,11 +23,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
+from app.values import value
+
 LedgerAccount = Literal["cash", "positions", "fees", "pnl", "capital"]
 ZERO = Decimal(0)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Posting:
     ledger_account: LedgerAccount
     amount: Decimal
@@ -35,7 +37,7 @@ class Posting:
     quantity: Decimal | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Trade:
     """One fill, as the journal describes it."""
 
@@ -50,7 +52,7 @@ class Trade:
         return self.quantity if self.side == "buy" else -self.quantity
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class JournalEntry:
     at: datetime
     postings: Sequence[Posting]
@@ -89,7 +91,7 @@ def trade_postings(trade: Trade, *, cost_released: Decimal | None) -> list[Posti
     return postings
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ValuePoint:
     at: datetime
     equity: Decimal

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from app.errors import MalformedBody, UnsupportedVersion
+from app.values import value
 
 SUPPORTED_VERSIONS = ("v1",)
 SIGNAL_TYPES = frozenset({"SIGNAL_OPEN", "SIGNAL_CLOSE", "SIGNAL_REOPEN"})
@@ -95,7 +95,7 @@ class _VersionV1(_Model):
     event: EventV1
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ParsedEvent:
     version: str
     deprecation: str | None

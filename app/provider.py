@@ -18,12 +18,13 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Self
 
 import httpx
 
 from app.errors import ProviderRefused, ProviderUnavailable
+from app.values import value
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ MAX_RETRY_AFTER_SECONDS = 30.0
 MAX_MESSAGE_LENGTH = 300
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Registration:
     """One Integration request, as the protocol defines it."""
 
@@ -53,7 +54,7 @@ class Registration:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RegistrationResult:
     """The provider's acceptance: its status and its JSON object (None if empty or not one)."""
 

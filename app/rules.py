@@ -26,7 +26,6 @@ Closing orders are never refused for funds: reducing risk is always allowed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Literal
@@ -39,6 +38,7 @@ from app.errors import (
     UnsupportedInstrument,
 )
 from app.instruments import Instrument
+from app.values import value
 
 Side = Literal["buy", "sell"]
 Direction = Literal["long", "short"]
@@ -46,14 +46,14 @@ BASIS_POINT = Decimal("0.0001")
 HUNDRED = Decimal(100)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class StrategyRules:
     quantity_multiplier: Decimal = Decimal(1)
     max_order_quantity: Decimal | None = None
     allocation_percent: Decimal = HUNDRED
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class AccountTerms:
     allow_short: bool
     short_margin: Decimal
@@ -61,7 +61,7 @@ class AccountTerms:
     slippage_bps: Decimal
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Funds:
     cash: Decimal
     reserved: Decimal
@@ -73,7 +73,7 @@ class Funds:
         return self.cash - self.reserved - self.short_collateral
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class OrderPlan:
     """What to send: the sized quantity, and the funds to set aside until it fills."""
 

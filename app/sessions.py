@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from app.values import value
 
 _DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _MINUTES_PER_DAY = 24 * 60
@@ -35,7 +36,7 @@ _SPAN = re.compile(rf"{_DAY}\s+{_TIME}\s*-\s*{_DAY}\s+{_TIME}", re.IGNORECASE)
 _EXPECTED = "expected 'Mon-Fri 09:30-16:00' (daily) or 'Sun 22:00-Fri 22:00' (continuous)"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Sessions:
     """Open spans as (start, end) minutes of the week from Monday 00:00 local time.
 

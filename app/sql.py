@@ -22,7 +22,6 @@ import functools
 import operator
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, Dialect, Table, bindparam, update
@@ -30,6 +29,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
+
+from app.values import value
 
 if TYPE_CHECKING:  # imported when a PostgreSQL database is used: SQLite-only servers stay small
     import asyncpg
@@ -44,7 +45,7 @@ class UniqueViolation(Exception):
     """A unique constraint or unique index refused the row."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class _Compiled:
     sql: str
     names: frozenset[str]

@@ -4,7 +4,6 @@ sizing rules). Each function runs inside a transaction its caller owns."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -12,9 +11,10 @@ from sqlalchemy import bindparam, select
 
 from app import schema, sql
 from app.sql import Tx
+from app.values import value
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Strategy:
     id: int
     external_id: str

@@ -20,7 +20,6 @@ for no more than that.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -42,6 +41,7 @@ from app.broker import OrderReport
 from app.errors import PositionAlreadyExists
 from app.rules import AccountTerms, Direction, Funds, OrderPlan, Side, short_collateral
 from app.sql import Statement, Tx, UniqueViolation
+from app.values import value
 from app.workers import Worker
 
 ZERO = Decimal(0)
@@ -57,7 +57,7 @@ _POSITION_COLUMNS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class OrderIntent:
     order_id: int
     client_order_id: str
@@ -70,7 +70,7 @@ class OrderIntent:
     quantity: Decimal
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class OpenPosition:
     id: int
     ticker: str
