@@ -115,6 +115,19 @@ def test_a_missing_or_unknown_parameter_and_a_float_are_refused() -> None:
         expanding.compiled(dialect)
 
 
+def test_an_amount_binds_as_its_exact_text_and_only_a_finite_decimal_does() -> None:
+    dialect = create_engine("sqlite+aiosqlite:///unused.db").dialect
+    cash = sql.insert_statement(schema.accounts, ["cash"]).compiled(dialect)
+    assert cash.bind({"cash": Decimal("100.10")}) == ["100.10"]
+    assert cash.bind({"cash": Decimal("-0.000000000000000001")}) == ["-1E-18"]
+    assert cash.bind({"cash": None}) == [None]
+    for amount in (Decimal("NaN"), Decimal("Infinity"), Decimal("-Infinity"), Decimal("sNaN")):
+        with pytest.raises(ValueError, match="not a finite amount"):
+            cash.bind({"cash": amount})
+    with pytest.raises(TypeError, match="must be Decimal"):
+        cash.bind({"cash": 1})
+
+
 def test_binding_puts_each_value_in_its_place_with_the_statements_own_values() -> None:
     """A parameter named twice gets its value twice; a literal of the statement keeps its
     value unless one is given; as many names as the statement's, but not the same, are
