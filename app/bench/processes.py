@@ -142,9 +142,9 @@ class ServerProcess:
 
 
 class DrivenServer:
-    """A server under test, started and ready (``with``), driven one phase at a time by the
-    load generator (:meth:`run`); its figures once stopped (:meth:`stop`, or leaving the
-    ``with`` block on an error). ``target``: what the load generator sends
+    """A server under test, started and ready once made, driven one phase at a time by the
+    load generator (:meth:`run`); its figures once stopped (:meth:`stop`; leaving a ``with``
+    block stops it too, on an error). ``target``: what the load generator sends
     (:mod:`app.bench.load`), less the address and the phases. Each phase's figures say when
     it began: ``started_seconds`` after ``began`` (a ``time.perf_counter()`` reading)."""
 
