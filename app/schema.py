@@ -36,6 +36,9 @@ metadata = MetaData()
 OPEN_POSITION = text("status <> 'closed'")
 FIRST_DELIVERY = text("duplicate_of IS NULL AND dedupe_key IS NOT NULL")
 PENDING = text("state = 'pending'")
+# Partial indexes' predicates, used as the same text in the queries they serve: a planner
+# matches a partial index to a query's literal condition, not to a bound parameter.
+PENDING_ORDER = text("status = 'pending'")
 
 users = Table(
     "users",
@@ -182,6 +185,13 @@ positions = Table(
         sqlite_where=OPEN_POSITION,
         postgresql_where=OPEN_POSITION,
     ),
+    # An open's funds check sums the account's positions not closed.
+    Index(
+        "positions_open_by_account",
+        "account_id",
+        sqlite_where=OPEN_POSITION,
+        postgresql_where=OPEN_POSITION,
+    ),
 )
 
 orders = Table(
@@ -207,7 +217,14 @@ orders = Table(
     Column("reason", Text),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
-    Index("orders_status", "status"),
+    # An open's funds check sums the account's pending orders; reconciliation looks for
+    # pending orders. Only pending ones: the index stays the size of what is in flight.
+    Index(
+        "orders_pending",
+        "account_id",
+        sqlite_where=PENDING_ORDER,
+        postgresql_where=PENDING_ORDER,
+    ),
 )
 
 fills = Table(

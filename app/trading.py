@@ -92,7 +92,7 @@ def _committed(dialect: str) -> CompoundSelect[tuple[Decimal, str]]:
     parts = [
         select(schema.orders.c.reserved, literal("reserved")).where(
             schema.orders.c.account_id == bindparam("account_id"),
-            schema.orders.c.status == "pending",
+            schema.PENDING_ORDER,
         ),
         select(schema.positions.c.cost, literal("cost")).where(
             schema.positions.c.account_id == bindparam("account_id"), schema.OPEN_POSITION
@@ -370,7 +370,7 @@ def _intent_columns() -> tuple[ColumnElement[Any], ...]:
 
 _PENDING_INTENTS = Statement(
     select(*_intent_columns())
-    .where(schema.orders.c.status == "pending", schema.orders.c.event_id == bindparam("event_id"))
+    .where(schema.PENDING_ORDER, schema.orders.c.event_id == bindparam("event_id"))
     .order_by(schema.orders.c.id)
 )
 _LEG_ORDERS = Statement(
@@ -397,7 +397,7 @@ async def orphaned_intents(
     query = (
         select(*_intent_columns(), events.c.worker_id, events.c.state)
         .join(events, events.c.id == orders.c.event_id)
-        .where(orders.c.status == "pending")
+        .where(schema.PENDING_ORDER)
     )
     if account_id is not None:
         query = query.where(orders.c.account_id == account_id)
