@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
+import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
@@ -273,6 +274,56 @@ async def test_pending_writes_wait_for_their_commit_only_when_asked(
     assert on_disk() == 0
     await pending.durable()
     assert on_disk() == 1
+
+
+async def _wal(connection: asyncpg.Connection) -> tuple[int, int]:
+    """The log's insert and flush positions, in bytes."""
+    row = await connection.fetchrow(
+        "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn, pg_current_wal_flush_lsn() - '0/0'"
+    )
+    return int(row[0]), int(row[1])
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.anyio
+async def test_postgres_writes_are_flushed_before_durable_returns(database_url: str) -> None:
+    """On PostgreSQL the write path commits without waiting for the disk; ``durable()``
+    returns once the log is flushed past every write noted in ``pending``, and a
+    transaction without a ``pending`` is flushed before it returns.
+
+    The log's writer flushes by itself every 200 ms or so (and other databases of the
+    server flush it too), so a missing flush would go unseen only if one of those fell in
+    the few milliseconds between a write and the check."""
+    await migrate.upgrade(create_engine(database_url))
+    database = Database(create_engine(database_url))
+    user = sql.Statement(
+        schema.users.insert().values(
+            id=bindparam("id"), email=bindparam("email"), created_at=_now()
+        )
+    )
+    observer = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    try:
+        pending = Pending()
+        async with database.transaction(pending) as tx:
+            setting = await tx.scalar(sql.Statement(text("SHOW synchronous_commit")))
+            await tx.run(user, id=1, email="a@b.c")
+        async with database.autocommit(pending) as tx:
+            await tx.run(user, id=2, email="d@e.f")
+        written, _ = await _wal(observer)  # both commits are in the log before this
+        await pending.durable()
+        _, flushed = await _wal(observer)
+        assert setting == "off"
+        assert flushed >= written
+
+        async with database.transaction() as tx:  # no pending: durable on return
+            await tx.run(user, id=3, email="g@h.i")
+        written, flushed = await _wal(observer)
+        # The flush's own commit comes after the write's, and nothing is written since.
+        assert flushed >= written - 1024
+        assert await observer.fetchval("SELECT count(*) FROM users") == 3
+    finally:
+        await observer.close()
+        await database.dispose()
 
 
 @pytest.mark.anyio
