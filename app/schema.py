@@ -225,6 +225,9 @@ orders = Table(
         sqlite_where=PENDING_ORDER,
         postgresql_where=PENDING_ORDER,
     ),
+    # A re-run of an event (a redelivery after a 503, a replay) looks up the orders its leg
+    # sent already, on the writer: without this, a read of every order.
+    Index("orders_event", "event_id"),
 )
 
 fills = Table(
