@@ -124,6 +124,13 @@ def _parser() -> argparse.ArgumentParser:
         "(default: a fresh SQLite file under $TMPDIR)",
     )
     bench.add_argument("--skip-baseline", action="store_true", help="measure the service only")
+    bench.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="run everything this many times, one run after another, and report each figure "
+        "as the median of its runs (%(default)s; at most 9)",
+    )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(run=_bench)
 

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from app.bench import processes
+from app.bench import median, processes, report
 from app.bench.load import (
     process_cpu_seconds,
     processes_cpu_seconds,
@@ -129,8 +129,78 @@ def test_a_delivery_answered_other_than_200_fails_the_bench(
     assert "restart to ready (signalbridge, on the database it just wrote): " in out
 
 
+def test_runs_are_reported_as_the_median_of_each_figure_with_every_run_kept(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, results = bench(
+        capsys, "--runs", "3", "--count", "4", "--seconds", "5", "--concurrency", "1",
+        "--skip-baseline",
+    )  # fmt: skip
+    assert code == 0, results["verification"]
+    assert results["median_of"] == 3
+    runs = results["runs"]
+    assert [run["verified"] for run in runs] == [True, True, True]
+    assert results["verified"] is True
+    assert results["verification"] == {"deliveries": 3 * 8, "problems": []}
+    phase = results["service"]["phases"][0]
+    each = [run["service"]["phases"][0] for run in runs]
+    assert phase["per_run"]["per_second"] == [p["per_second"] for p in each]
+    assert phase["per_second"] == pytest.approx(sorted(p["per_second"] for p in each)[1])
+    assert phase["latency_ms"]["p99"] == pytest.approx(
+        sorted(p["latency_ms"]["p99"] for p in each)[1]
+    )
+    assert phase["deliveries"] == 4
+    assert phase["statuses"] == {"200": 12}
+    startups = sorted(run["service"]["startup_seconds"] for run in runs)
+    assert results["service"]["startup_seconds"] == pytest.approx(startups[1])
+    # Each run drove a server of its own on a fresh database, under its own prefix.
+    prefixes = {run["service"]["phases"][0]["strategy_prefix"] for run in runs}
+    assert len(prefixes) == 3
+
+
+def test_the_median_of_runs_keeps_what_was_wrong_in_any_of_them() -> None:
+    def run(per_second: float, steal: float | None, problems: list[str]) -> dict[str, Any]:
+        phase = {
+            "name": "c1", "concurrency": 1, "deliveries": 10, "seconds": 1.0,
+            "per_second": per_second, "cpu_steal_percent": steal, "server_cpu_percent": None,
+            "server_cpu_us_per_delivery": None, "database_cpu_percent": None,
+            "database_cpu_us_per_delivery": None, "unanswered": 0, "pairs": 5,
+            "statuses": {"200": 10}, "samples": [],
+            "latency_ms": {"p50": 1.0, "p90": 2.0, "p99": 3.0, "max": 4.0},
+        }  # fmt: skip
+        service = {"startup_seconds": 0.5, "peak_memory_mib": 80.0, "restart_seconds": 0.4,
+                   "warmup": phase, "phases": [phase], "log_tail": ""}  # fmt: skip
+        return {
+            "service": service, "baseline": None, "verified": not problems,
+            "verification": {"deliveries": 20, "problems": problems},
+            "machine": {"cores": 2, "python": "3.11", "platform": "Linux", "database": "sqlite",
+                        "load_event_loop": "uvloop", "load_average_at_start": None},
+            "bench": {"count": 10, "seconds": 1.0, "workers": 1, "log_level": "WARNING"},
+        }  # fmt: skip
+
+    combined = median.combine([run(100.0, 0.5, []), run(300.0, None, ["lost one"]),
+                               run(200.0, None, [])])  # fmt: skip
+    assert combined["verified"] is False
+    assert combined["verification"] == {"deliveries": 60, "problems": ["run 2: lost one"]}
+    phase = combined["service"]["phases"][0]
+    assert phase["per_second"] == 200.0
+    assert phase["cpu_steal_percent"] == 0.5  # the median of what was read
+    assert phase["server_cpu_percent"] is None  # read in no run
+    assert phase["deliveries"] == 10
+    assert isinstance(phase["deliveries"], int)
+    assert combined["baseline"] is None
+    text = report.as_text(combined)
+    assert "runs: 3, one after another" in text
+    assert "concurrency 1, per second in each run: 100, 300, 200" in text
+    assert "FAILED verification of 60 deliveries" in text
+    assert "run 2: lost one" in text
+    with pytest.raises(ValueError, match="no runs"):
+        median.combine([])
+
+
 @pytest.mark.parametrize("arguments", [["--concurrency", "0"], ["--concurrency", "1,x"],
-                                       ["--count", "1"], ["--count", "400000"]])  # fmt: skip
+                                       ["--count", "1"], ["--count", "400000"],
+                                       ["--runs", "0"], ["--runs", "10"]])  # fmt: skip
 def test_bounds_are_checked_before_anything_starts(
     arguments: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:

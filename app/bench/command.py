@@ -35,7 +35,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from app.bench import BenchError, database, load, processes, report
+from app.bench import BenchError, database, load, median, processes, report
 from app.bench.baseline import PATH
 from app.settings import Settings, config_path
 
@@ -45,6 +45,7 @@ QUANTITY = Decimal("0.001")
 WARMUP_COUNT = 200
 WARMUP_SECONDS = 2.0
 MAX_CONCURRENCY = 1024
+MAX_RUNS = 9
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class Plan:
     concurrency: tuple[int, ...]
     database_url: str | None
     skip_baseline: bool
+    runs: int = 1
 
     @classmethod
     def from_arguments(cls, arguments: argparse.Namespace, settings: Settings) -> Plan:
@@ -67,6 +69,8 @@ class Plan:
             raise BenchError("--count must be at least 2 (an open and its close)")
         if arguments.seconds <= 0:
             raise BenchError("--seconds must be positive")
+        if not 1 <= arguments.runs <= MAX_RUNS:
+            raise BenchError(f"--runs must be from 1 to {MAX_RUNS}")
         # Timestamps run from (count) ms before a phase starts: all must stay current.
         budget = settings.max_signal_age_seconds - load.GRACE_SECONDS
         if arguments.count / 1000 + arguments.seconds >= budget:
@@ -93,6 +97,7 @@ class Plan:
             concurrency=_concurrency(arguments.concurrency),
             database_url=arguments.database_url,
             skip_baseline=arguments.skip_baseline,
+            runs=arguments.runs,
         )
 
 
@@ -112,7 +117,8 @@ def run(arguments: argparse.Namespace, settings: Settings) -> int:
     progress = report.Progress()
     try:
         plan = Plan.from_arguments(arguments, settings)
-        results = bench(plan, progress)
+        runs = [bench(plan, progress) for _ in range(plan.runs)]
+        results = runs[0] if plan.runs == 1 else median.combine(runs)
     except BenchError as exc:
         progress.clear()
         print(f"signalbridge bench: {exc}", file=sys.stderr)

@@ -74,6 +74,10 @@ def as_text(results: Mapping[str, Any]) -> str:
         f"each phase: at most {bench['count']} deliveries or {bench['seconds']:g} s; "
         f"warm-up first: {warmup['deliveries']} deliveries at concurrency "
         f"{warmup['concurrency']} (not in the figures)",
+    ]
+    if results.get("median_of"):
+        lines += _runs(results)
+    lines += [
         "",
         _table(servers),
         "CPU stolen: the share of the machine's CPU time that the hypervisor gave other "
@@ -110,6 +114,22 @@ def as_text(results: Mapping[str, Any]) -> str:
         if results["service"]["log_tail"]:
             lines += ["the service's last log lines:", results["service"]["log_tail"]]
     return "\n".join(lines)
+
+
+def _runs(results: Mapping[str, Any]) -> list[str]:
+    """What ``--runs`` adds: that the figures are medians, and each run's throughput."""
+    lines = [
+        f"runs: {results['median_of']}, one after another; every figure below is the median "
+        "of its runs (deliveries and answers checked in all of them)"
+    ]
+    for phase in results["service"]["phases"]:
+        per_run = phase["per_run"]
+        figures = ", ".join(f"{figure:.0f}" for figure in per_run["per_second"])
+        ratios = [ratio for ratio in per_run["ratio_percent"] if ratio is not None]
+        if ratios:
+            figures += " (" + ", ".join(f"{ratio:.1f}%" for ratio in ratios) + " of baseline)"
+        lines.append(f"  concurrency {phase['concurrency']}, per second in each run: {figures}")
+    return lines
 
 
 def _has_database_cpu(server: Mapping[str, Any]) -> bool:
