@@ -487,9 +487,15 @@ def test_bodies_of_the_limit_are_read_and_one_byte_more_is_413_and_not_stored(
     assert limit == 64 * 1024
     fresh = timestamps(service)
 
+    # Chunks of 1 KiB and more: 64 KiB in one-byte chunks is 65,536 writes and as many
+    # parser callbacks, about 2.5 s a body on an idle machine; under a full run's parallel
+    # load that neared the 10 s body timeout, and the test failed once (58 s). Tiny pieces
+    # are the slow-body test's, on small bodies.
     @settings(max_examples=12)
     @given(
-        size=st.sampled_from([limit, limit + 1]), chunked=st.booleans(), cut=st.integers(1, 9000)
+        size=st.sampled_from([limit, limit + 1]),
+        chunked=st.booleans(),
+        cut=st.integers(1024, 9000),
     )
     def check(size: int, chunked: bool, cut: int) -> None:
         body = padded(next(fresh), size)
