@@ -132,30 +132,32 @@ def test_a_delivery_answered_other_than_200_fails_the_bench(
 def test_runs_are_reported_as_the_median_of_each_figure_with_every_run_kept(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """Two real runs (the median of three is the pure test's below): each figure of the
+    result is the median, the mean of the two, of the runs' own."""
     code, results = bench(
-        capsys, "--runs", "3", "--count", "4", "--seconds", "5", "--concurrency", "1",
+        capsys, "--runs", "2", "--count", "4", "--seconds", "5", "--concurrency", "1",
         "--skip-baseline",
     )  # fmt: skip
     assert code == 0, results["verification"]
-    assert results["median_of"] == 3
+    assert results["median_of"] == 2
     runs = results["runs"]
-    assert [run["verified"] for run in runs] == [True, True, True]
+    assert [run["verified"] for run in runs] == [True, True]
     assert results["verified"] is True
-    assert results["verification"] == {"deliveries": 3 * 8, "problems": []}
+    assert results["verification"] == {"deliveries": 2 * 8, "problems": []}
     phase = results["service"]["phases"][0]
     each = [run["service"]["phases"][0] for run in runs]
     assert phase["per_run"]["per_second"] == [p["per_second"] for p in each]
-    assert phase["per_second"] == pytest.approx(sorted(p["per_second"] for p in each)[1])
+    assert phase["per_second"] == pytest.approx(sum(p["per_second"] for p in each) / 2, abs=1e-3)
     assert phase["latency_ms"]["p99"] == pytest.approx(
-        sorted(p["latency_ms"]["p99"] for p in each)[1]
+        sum(p["latency_ms"]["p99"] for p in each) / 2, abs=1e-3
     )
     assert phase["deliveries"] == 4
-    assert phase["statuses"] == {"200": 12}
-    startups = sorted(run["service"]["startup_seconds"] for run in runs)
-    assert results["service"]["startup_seconds"] == pytest.approx(startups[1])
+    assert phase["statuses"] == {"200": 8}
+    startups = [run["service"]["startup_seconds"] for run in runs]
+    assert results["service"]["startup_seconds"] == pytest.approx(sum(startups) / 2, abs=1e-3)
     # Each run drove a server of its own on a fresh database, under its own prefix.
     prefixes = {run["service"]["phases"][0]["strategy_prefix"] for run in runs}
-    assert len(prefixes) == 3
+    assert len(prefixes) == 2
 
 
 def test_the_median_of_runs_keeps_what_was_wrong_in_any_of_them() -> None:
