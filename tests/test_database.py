@@ -14,11 +14,12 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import DateTime, Insert, bindparam, select, text
+from sqlalchemy import Connection, DateTime, Insert, bindparam, select, text
 from sqlalchemy.exc import StatementError
 
 import app.database
@@ -132,6 +133,41 @@ async def test_the_migrations_build_the_schema_the_code_declares(database_url: s
     try:
         await migrate.upgrade(engine)
         async with engine.connect() as connection:
+            differences = await connection.run_sync(
+                lambda sync: compare_metadata(MigrationContext.configure(sync), schema.metadata)
+            )
+    finally:
+        await engine.dispose()
+    assert differences == []
+
+
+@pytest.mark.anyio
+async def test_a_database_of_the_first_schema_upgrades_to_head_and_keeps_its_rows(
+    database_url: str,
+) -> None:
+    """A database an earlier release migrated (0001), with rows in it, reaches HEAD with
+    its rows and the schema the code declares."""
+
+    def to_first(connection: Connection) -> None:
+        config = Config()
+        config.set_main_option("script_location", "app:migrations")
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(to_first)
+            await connection.execute(
+                schema.users.insert().values(id=1, email="a@b.c", created_at=_now())
+            )
+            await connection.execute(_account(cash=Decimal("12.5")))
+        async with engine.connect() as connection:
+            assert await migrate.revisions(connection) == ["0001"]
+        await migrate.upgrade(engine)
+        async with engine.connect() as connection:
+            assert await migrate.revisions(connection) == [migrate.HEAD]
+            assert await connection.scalar(select(schema.accounts.c.cash)) == Decimal("12.5")
             differences = await connection.run_sync(
                 lambda sync: compare_metadata(MigrationContext.configure(sync), schema.metadata)
             )
