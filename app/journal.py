@@ -10,7 +10,7 @@ from decimal import Decimal
 from sqlalchemy import Numeric, bindparam, select, type_coerce, update
 
 from app import ledger, schema, sql
-from app.database import ExactDecimal
+from app.columns import ExactDecimal
 from app.sql import Tx
 
 ZERO = Decimal(0)

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from app import schema
 from app.admin import MAX_KEY_LENGTH
 from app.api import MAX_ID, Scope
-from app.database import ExactDecimal, UTCDateTime
+from app.columns import ExactDecimal, UTCDateTime
 from app.errors import ProtocolError
 from app.protocol import MAX_TIMESTAMP, SIGNAL_TYPES, STRATEGY_TYPES
 from app.responses import JSON

@@ -29,7 +29,7 @@ from sqlalchemy import (
     text,
 )
 
-from app.database import ExactDecimal, UTCDateTime
+from app.columns import ExactDecimal, UTCDateTime
 
 metadata = MetaData()
 

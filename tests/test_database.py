@@ -24,10 +24,10 @@ from sqlalchemy.exc import StatementError
 
 import app.database
 from app import migrate, schema, sql
+from app.columns import UTCDateTime
 from app.database import (
     Database,
     Pending,
-    UTCDateTime,
     create_engine,
     insert_id,
     update_row,

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from app.database import ExactDecimal, UTCDateTime
+from app.columns import ExactDecimal, UTCDateTime
 
 # revision identifiers, used by Alembic.
 revision: str = "0001"
