@@ -35,7 +35,6 @@ from app.values import value
 if TYPE_CHECKING:  # imported when a PostgreSQL database is used: SQLite-only servers stay small
     import asyncpg
 
-Processor = Callable[[Any], Any] | None
 Row = tuple[Any, ...]
 _SQLITE_UNIQUE = frozenset({sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY})
 _NO_DEFAULT = object()
