@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from pathlib import Path
 
 import pytest
 
-from app import trading
+from app import migrate, trading
 from app.database import Database, create_engine
+from app.sql import Statement
 from tests.conftest import Service, signal
 
 
@@ -77,3 +80,35 @@ def test_a_check_that_fails_after_the_claim_undoes_it(service: Service) -> None:
 
     asyncio.run(scenario())
     assert service.send("SIGNAL_CLOSE", signal(quantity=1)).status_code == 200
+
+
+def test_the_funds_check_and_a_re_runs_lookup_read_through_their_indexes(
+    tmp_path: Path,
+) -> None:
+    """SQLite's plans for an open's funds check and a re-run's look at its leg's orders:
+    the partial indexes of what is in flight, and orders by event (migrations 0002 and
+    0003), not a read of every order or position. A partial index serves a query only when
+    the query names its condition as the same literal text (``schema.PENDING_ORDER``)."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/plan.db"
+    engine = create_engine(url)
+
+    async def migrated() -> None:
+        await migrate.upgrade(engine)
+        await engine.dispose()
+
+    asyncio.run(migrated())
+
+    def plan(statement: Statement) -> str:
+        sql = statement.compiled(engine.dialect).sql
+        connection = sqlite3.connect(tmp_path / "plan.db")
+        try:
+            rows = connection.execute(f"EXPLAIN QUERY PLAN {sql}", [1] * sql.count("?"))
+            return "\n".join(str(row[-1]) for row in rows)
+        finally:
+            connection.close()
+
+    funds = plan(trading._COMMITTED)
+    assert "SEARCH orders USING INDEX orders_pending (account_id=?)" in funds
+    assert "SEARCH positions USING INDEX positions_open_by_account (account_id=?)" in funds
+    assert "SCAN" not in funds
+    assert "SEARCH orders USING INDEX orders_event (event_id=?)" in plan(trading._LEG_ORDERS)
