@@ -389,6 +389,9 @@ class Database:
             raw = (await self._writer.get_raw_connection()).driver_connection
             assert isinstance(raw, _InlineConnection)
             self._raw = raw.sqlite
+            # A savepoint's undo log (the sub-journal) in memory: on disk it is a temporary
+            # file past 64 KiB, written on the loop's thread, of no use after a crash.
+            self._raw.execute("PRAGMA temp_store=MEMORY")
             self._raw_tx = SqliteTx(self._raw, self.dialect)
         return self._writer
 

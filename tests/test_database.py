@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 import subprocess
 import sys
@@ -227,6 +229,15 @@ def _account(*, cash: object) -> Insert:
     )
 
 
+def _open_files() -> list[str]:
+    """What this process's file descriptors point at (one, the listing's own, may be gone)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(FileNotFoundError):
+            found.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return found
+
+
 def _now() -> datetime:
     return datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -406,6 +417,32 @@ async def test_a_commit_runs_on_the_loop_only_when_nothing_else_waits_and_the_di
         assert other.execute("SELECT count(*) FROM users").fetchone() == (2,)
     finally:
         other.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads the open files in /proc")
+async def test_a_savepoints_undo_log_stays_in_memory(database: Database) -> None:
+    """Each write transaction is a savepoint in the open batch, and SQLite keeps the pages
+    a savepoint changes, as they were, in a sub-journal: past 64 KiB a temporary file
+    unless temp_store is MEMORY. That file is written on the event loop's thread, under
+    /var/tmp (a full /var/tmp would fail writes), for nothing a crash could use."""
+    user = sql.Statement(
+        schema.users.insert().values(
+            id=bindparam("id"), email=bindparam("email"), created_at=_now()
+        )
+    )
+    longer = sql.Statement(text("UPDATE users SET email = email || 'x'"))
+    async with database.transaction() as tx:
+        for n in range(400):  # about 40 pages of 4 KiB
+            await tx.run(user, id=n, email=f"{n}@{'b' * 300}.c")
+    pending = Pending()
+    async with database.transaction(pending) as tx:
+        assert await tx.run(longer) == 400  # each page changed in the savepoint
+        temporary = [link for link in _open_files() if "etilqs_" in link]  # SQLite's
+    await pending.durable()
+    assert temporary == []
+    async with database.transaction() as tx:
+        assert await tx.scalar(sql.Statement(text("SELECT min(length(email)) FROM users"))) > 300
 
 
 @pytest.mark.anyio
