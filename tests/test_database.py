@@ -343,8 +343,8 @@ async def test_postgres_writes_are_flushed_before_durable_returns(database_url: 
     writer flushes by itself every 200 ms or so (and other databases of the server flush it
     too), so a missing flush goes unseen only if one of those falls in the few milliseconds
     between a write and its check."""
-    await migrate.upgrade(create_engine(database_url))
     database = Database(create_engine(database_url))
+    await migrate.upgrade(database.engine)
     user = sql.Statement(
         schema.users.insert().values(
             id=bindparam("id"), email=bindparam("email"), created_at=_now()
