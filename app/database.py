@@ -1,14 +1,10 @@
 """The database engine and the ways into it: transactions, group commit, durability.
-(The column types that keep money and time exact are :mod:`app.columns`.)
+(The column types that keep money and time exact are :mod:`app.columns`; how a SQLite
+connection is opened and begins, :mod:`app.sqlite`; PostgreSQL's write path, :mod:`app.postgres`.)
 
-SQLite is the embedded default: WAL, ``synchronous=FULL`` (a commit is on disk before the
-answer), a busy timeout, foreign keys on, and every write transaction opened with
-``BEGIN IMMEDIATE`` (SQLAlchemy's documented recipe: the driver's own BEGIN is turned off
-and ours is emitted on the ``begin`` event). Read-only work passes
-``execution_options(readonly=True)`` and gets a plain deferred ``BEGIN``, so readers never
-wait for the write lock. Statements run on the event loop's thread through a small
-aiosqlite-shaped shim (:class:`_InlineConnection`), and writes share commits (group
-commit, :class:`Database`).
+SQLite is the embedded default: WAL, ``synchronous=FULL``, every write transaction opened
+with ``BEGIN IMMEDIATE``, statements on the event loop's thread (:mod:`app.sqlite`), and
+writes share commits (group commit, :class:`Database`).
 
 PostgreSQL (asyncpg) runs the same schema; there correctness comes from constraints and
 row locks.
@@ -23,10 +19,9 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import Insert, Table, Update, bindparam, event, update
+from sqlalchemy import Insert, Table, Update, bindparam, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -34,14 +29,11 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from app import postgres, sqlite
 from app.pool import ConnectionPool
 from app.settings import DATABASE_POOL_SIZE
-from app.sql import PostgresTx, SqliteTx, Tx
+from app.sql import SqliteTx, Tx
 
-if TYPE_CHECKING:  # imported when a PostgreSQL database is used: SQLite-only servers stay small
-    import asyncpg
-
-SQLITE_BUSY_TIMEOUT_SECONDS = 30
 # A COMMIT runs on the event loop's own thread when at most one delivery is in flight and
 # recent COMMITs took less than this on average (see Database._commit_batch).
 INLINE_COMMIT_SECONDS = 0.002
@@ -61,161 +53,11 @@ def create_engine(url: str, *, pool_size: int = DATABASE_POOL_SIZE) -> AsyncEngi
     overflow pool opens and closes connections under load); a request waits for a free
     one. On SQLite one of them is the writer, held for the process's life.
     """
-    if not is_sqlite(url):
-        return create_async_engine(
-            url, pool_pre_ping=True, pool_size=pool_size, max_overflow=0, pool_timeout=30
-        )
-    database = make_url(url).database or ":memory:"
-    if database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
-
-    async def connect() -> _InlineConnection:
-        connection = await asyncio.to_thread(_open_sqlite, database)
-        return _InlineConnection(connection)
-
-    # A fixed pool: an overflow pool would open and close connections under load.
-    engine = create_async_engine(
-        url, async_creator=connect, pool_size=pool_size, max_overflow=0, pool_timeout=30
+    if is_sqlite(url):
+        return sqlite.create_engine(url, pool_size=pool_size)
+    return create_async_engine(
+        url, pool_pre_ping=True, pool_size=pool_size, max_overflow=0, pool_timeout=30
     )
-    _use_sqlite_recipe(engine)
-    return engine
-
-
-def _open_sqlite(database: str) -> sqlite3.Connection:
-    # isolation_level=None: no implicit BEGIN; ours is emitted in _on_begin.
-    connection = sqlite3.connect(
-        database,
-        timeout=SQLITE_BUSY_TIMEOUT_SECONDS,
-        isolation_level=None,
-        check_same_thread=False,  # COMMIT and BEGIN IMMEDIATE run in a worker thread
-    )
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=FULL")
-    connection.execute("PRAGMA foreign_keys=ON")
-    return connection
-
-
-def _use_sqlite_recipe(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        readonly = connection.get_execution_options().get("readonly", False)
-        connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
-
-
-async def begin_immediate(connection: sqlite3.Connection, sql: str = "BEGIN IMMEDIATE") -> None:
-    """BEGIN at once when the database is free; wait for another process's write lock
-    (the busy timeout) in a thread, never on the loop."""
-    connection.execute("PRAGMA busy_timeout=0")
-    try:
-        connection.execute(sql)
-        return
-    except sqlite3.OperationalError as exc:
-        if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
-            raise
-    finally:
-        connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
-    await asyncio.to_thread(connection.execute, sql)
-
-
-class _InlineCursor:
-    """aiosqlite's cursor interface over a ``sqlite3`` cursor, run on the caller's thread."""
-
-    def __init__(self, owner: _InlineConnection, cursor: sqlite3.Cursor) -> None:
-        self._owner = owner
-        self._cursor = cursor
-        self.arraysize = cursor.arraysize
-
-    @property
-    def description(self) -> Any:
-        return self._cursor.description
-
-    @property
-    def rowcount(self) -> int:
-        return self._cursor.rowcount
-
-    @property
-    def lastrowid(self) -> int | None:
-        return self._cursor.lastrowid
-
-    async def __aenter__(self) -> _InlineCursor:
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        self._cursor.close()
-
-    async def execute(self, sql: str, parameters: Any = ()) -> _InlineCursor:
-        if sql.startswith("BEGIN"):
-            await self._owner.begin(self._cursor, sql)
-        else:
-            self._cursor.execute(sql, parameters)
-        return self
-
-    async def executemany(self, sql: str, parameters: Any) -> _InlineCursor:
-        self._cursor.executemany(sql, parameters)
-        return self
-
-    async def fetchone(self) -> Any:
-        return self._cursor.fetchone()
-
-    async def fetchmany(self, size: int | None = None) -> list[Any]:
-        return self._cursor.fetchmany(size if size is not None else self.arraysize)
-
-    async def fetchall(self) -> list[Any]:
-        return self._cursor.fetchall()
-
-    async def close(self) -> None:
-        self._cursor.close()
-
-
-class _InlineConnection:
-    """aiosqlite's connection interface over a ``sqlite3`` connection, for SQLAlchemy's
-    aiosqlite dialect (``async_creator``).
-
-    Statements run on the event loop's thread: a SQLite statement on a small transaction
-    takes microseconds, while aiosqlite's hop to its own thread and back costs far more,
-    about a dozen times per transaction. Only what waits on the disk or on another
-    process leaves the loop: COMMIT (the fsync) and BEGIN IMMEDIATE (the busy timeout).
-    """
-
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self._connection = connection
-        self._changes_at_begin = 0
-
-    @property
-    def isolation_level(self) -> str | None:
-        return self._connection.isolation_level
-
-    def cursor(self) -> _InlineCursor:
-        return _InlineCursor(self, self._connection.cursor())
-
-    async def execute(self, sql: str, parameters: Any = ()) -> _InlineCursor:
-        return await self.cursor().execute(sql, parameters)
-
-    async def begin(self, cursor: sqlite3.Cursor, sql: str) -> None:
-        self._changes_at_begin = self._connection.total_changes
-        await begin_immediate(self._connection, sql)
-
-    async def create_function(self, *args: Any, **kwargs: Any) -> None:
-        self._connection.create_function(*args, **kwargs)
-
-    async def commit(self) -> None:
-        if self._connection.total_changes == self._changes_at_begin:
-            self._connection.commit()  # nothing written: nothing to wait for on disk
-        else:
-            await asyncio.to_thread(self._connection.commit)
-
-    async def rollback(self) -> None:
-        self._connection.rollback()
-
-    async def close(self) -> None:
-        self._connection.close()
-
-    def stop(self) -> None:
-        self._connection.close()
-
-    @property
-    def sqlite(self) -> sqlite3.Connection:
-        return self._connection
 
 
 class Database:
@@ -297,7 +139,7 @@ class Database:
         """
         if self.is_sqlite:
             return _SqliteTransaction(self, pending, savepoint=True)
-        return _PostgresTransaction(self, pending, transaction=True, writes=True)
+        return self._postgres_transaction(pending, transaction=True, writes=True)
 
     def autocommit(
         self, pending: Pending | None = None
@@ -309,20 +151,20 @@ class Database:
         without a savepoint of their own: a statement that fails undoes only itself."""
         if self.is_sqlite:
             return _SqliteTransaction(self, pending, savepoint=False)
-        return _PostgresTransaction(self, pending, transaction=False, writes=True)
+        return self._postgres_transaction(pending, transaction=False, writes=True)
 
     def snapshot(self) -> contextlib.AbstractAsyncContextManager[Tx]:
         """Reads for the statements of :mod:`app.sql`, each statement on its own (no
         transaction around them): what is committed when it runs."""
         if self.is_sqlite:
             return self._sqlite_snapshot()
-        return _PostgresTransaction(self, None, transaction=False, writes=False)
+        return self._postgres_transaction(None, transaction=False, writes=False)
 
     @contextlib.asynccontextmanager
     async def _sqlite_snapshot(self) -> AsyncIterator[Tx]:
         if self._reader is None:
             database = self.engine.url.database or ":memory:"
-            reader = await asyncio.to_thread(_open_sqlite, database)
+            reader = await asyncio.to_thread(sqlite.open_connection, database)
             if self._reader is None:
                 self._reader = reader
             else:  # another first read opened one meanwhile
@@ -336,7 +178,7 @@ class Database:
         if self._committed is None:
             await self._writer_connection()
             assert self._raw is not None
-            await begin_immediate(self._raw)
+            await sqlite.begin_immediate(self._raw)
             self._committed = asyncio.get_running_loop().create_future()
             self._committer = asyncio.create_task(self._commit())
         self._joins += 1
@@ -387,7 +229,7 @@ class Database:
         if self._writer is None:
             self._writer = await self.engine.connect()
             raw = (await self._writer.get_raw_connection()).driver_connection
-            assert isinstance(raw, _InlineConnection)
+            assert isinstance(raw, sqlite.InlineConnection)
             self._raw = raw.sqlite
             # A savepoint's undo log (the sub-journal) in memory: on disk it is a temporary
             # file past 64 KiB, written on the loop's thread, of no use after a crash.
@@ -403,21 +245,24 @@ class Database:
             await writer.close()
 
     async def flush(self) -> None:
-        """PostgreSQL: return once everything committed so far is on disk. A transaction
-        that writes to the log commits synchronously: its commit flushes the log up to its
-        own record, so every record before it too (the log is one sequence)."""
-        pool = self._postgres_pool()
-        connection = await pool.acquire()
-        reusable = False
-        try:
-            await connection.execute(_FLUSH)
-            reusable = True
-        finally:
-            pool.release(connection, reusable=reusable)
+        """PostgreSQL: return once everything committed so far is on disk."""
+        await postgres.flush(self._postgres_pool())
+
+    def _postgres_transaction(
+        self, pending: Pending | None, *, transaction: bool, writes: bool
+    ) -> postgres.PostgresTransaction:
+        return postgres.PostgresTransaction(
+            self._postgres_pool(),
+            self.dialect,
+            pending,
+            transaction=transaction,
+            writes=writes,
+            flush=self.flush,
+        )
 
     def _postgres_pool(self) -> ConnectionPool:
         if self._pool is None:
-            self._pool = _postgres_pool(self.engine)
+            self._pool = postgres.connection_pool(self.engine)
         return self._pool
 
     @contextlib.asynccontextmanager
@@ -488,70 +333,6 @@ class _SqliteTransaction:
             self._pending.add(self._committed)
 
 
-class _PostgresTransaction:
-    """:meth:`Database.transaction` (``transaction=True``), :meth:`Database.autocommit` and
-    :meth:`Database.snapshot` on PostgreSQL: a connection of the write path's pool, in a
-    transaction or not. A class for the reason :class:`_SqliteTransaction` is one: it is
-    entered a few times per delivery, and three nested generator-based context managers
-    (the pool's connection, the transaction, the Tx) cost a measurable share of it.
-
-    The pool's commits do not wait for the disk: a block that ``writes`` notes the flush
-    in its ``pending``, or without one flushes before it returns."""
-
-    __slots__ = (
-        "_connection",
-        "_database",
-        "_pending",
-        "_pool",
-        "_transaction",
-        "_wants_transaction",
-        "_writes",
-    )
-
-    def __init__(
-        self, database: Database, pending: Pending | None, *, transaction: bool, writes: bool
-    ) -> None:
-        self._database = database
-        self._pending = pending
-        self._wants_transaction = transaction
-        self._writes = writes
-        self._transaction: asyncpg.transaction.Transaction | None = None
-
-    async def __aenter__(self) -> Tx:
-        self._pool = pool = self._database._postgres_pool()
-        self._connection = connection = await pool.acquire()
-        if self._wants_transaction:
-            try:
-                self._transaction = connection.transaction()
-                await self._transaction.start()
-            except BaseException:
-                pool.release(connection, reusable=False)
-                raise
-        return PostgresTx(connection, self._database.dialect)
-
-    async def __aexit__(self, kind: type[BaseException] | None, *_exc: object) -> None:
-        # Cancelled (or stopped) inside the block: the connection may be mid-statement.
-        reusable = kind is None or issubclass(kind, Exception)
-        try:
-            if self._transaction is not None:
-                if kind is None:
-                    await self._transaction.commit()
-                else:
-                    await self._transaction.rollback()
-        except BaseException:
-            reusable = False
-            raise
-        finally:
-            # Still in a transaction (a failed rollback): closed by the pool, not reused.
-            self._pool.release(self._connection, reusable=reusable)
-        if not self._writes or (kind is not None and self._transaction is not None):
-            return  # read only, or rolled back: nothing of it to flush
-        if self._pending is not None:
-            self._pending.flush_with(self._database.flush)
-        else:
-            await self._database.flush()
-
-
 class Pending:
     """What a delivery's writes wait for to be durable (:meth:`Database.transaction`): on
     SQLite the commits of the batches they joined, on PostgreSQL a flush of the log."""
@@ -577,27 +358,6 @@ class Pending:
         if self._flush is not None:
             await self._flush()
             self._flush = None  # only once it is done: a cancelled flush is owed still
-
-
-# A transaction committed synchronously: see Database.flush. A commit flushes the log only
-# for a transaction that wrote to it, so this one writes a logical-decoding message (no
-# table, no lock; a decoder of the log skips an unknown prefix). One round trip: the
-# simple query protocol runs the four statements at once.
-_FLUSH = (
-    "BEGIN; SET LOCAL synchronous_commit TO on; "
-    "SELECT pg_logical_emit_message(true, 'signalbridge', 'flush'); COMMIT"
-)
-
-
-def _postgres_pool(engine: AsyncEngine) -> ConnectionPool:
-    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-    async def connect() -> asyncpg.Connection:
-        import asyncpg  # here, not at the top: see TYPE_CHECKING above
-
-        return await asyncpg.connect(url, server_settings={"synchronous_commit": "off"})
-
-    return ConnectionPool(connect, size=engine.pool.size())  # type: ignore[attr-defined]
 
 
 async def insert_id(connection: AsyncConnection, table: Table, **values: Any) -> int:

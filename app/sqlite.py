@@ -1,0 +1,178 @@
+"""The embedded SQLite database's connections: how each is opened, how a write
+transaction begins, and the aiosqlite-shaped shim SQLAlchemy's dialect runs on.
+
+Every connection runs in WAL mode with ``synchronous=FULL`` (a commit is on disk before
+the answer), a busy timeout and foreign keys on. Every write transaction is opened with
+``BEGIN IMMEDIATE`` (SQLAlchemy's documented recipe: the driver's own BEGIN is turned off
+and ours is emitted on the ``begin`` event); read-only work passes
+``execution_options(readonly=True)`` and gets a plain deferred ``BEGIN``, so readers never
+wait for the write lock. Statements run on the event loop's thread (:class:`InlineConnection`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+SQLITE_BUSY_TIMEOUT_SECONDS = 30
+
+
+def create_engine(url: str, *, pool_size: int) -> AsyncEngine:
+    """The engine for a SQLite ``url``, its folder created first, on a fixed pool of
+    ``pool_size`` connections (an overflow pool would open and close them under load)."""
+    database = make_url(url).database or ":memory:"
+    if database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+    async def connect() -> InlineConnection:
+        connection = await asyncio.to_thread(open_connection, database)
+        return InlineConnection(connection)
+
+    engine = create_async_engine(
+        url, async_creator=connect, pool_size=pool_size, max_overflow=0, pool_timeout=30
+    )
+    _use_begin_recipe(engine)
+    return engine
+
+
+def open_connection(database: str) -> sqlite3.Connection:
+    # isolation_level=None: no implicit BEGIN; ours is emitted in _on_begin.
+    connection = sqlite3.connect(
+        database,
+        timeout=SQLITE_BUSY_TIMEOUT_SECONDS,
+        isolation_level=None,
+        check_same_thread=False,  # COMMIT and BEGIN IMMEDIATE run in a worker thread
+    )
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute("PRAGMA foreign_keys=ON")
+    return connection
+
+
+def _use_begin_recipe(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        readonly = connection.get_execution_options().get("readonly", False)
+        connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+async def begin_immediate(connection: sqlite3.Connection, sql: str = "BEGIN IMMEDIATE") -> None:
+    """BEGIN at once when the database is free; wait for another process's write lock
+    (the busy timeout) in a thread, never on the loop."""
+    connection.execute("PRAGMA busy_timeout=0")
+    try:
+        connection.execute(sql)
+        return
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+            raise
+    finally:
+        connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
+    await asyncio.to_thread(connection.execute, sql)
+
+
+class _InlineCursor:
+    """aiosqlite's cursor interface over a ``sqlite3`` cursor, run on the caller's thread."""
+
+    def __init__(self, owner: InlineConnection, cursor: sqlite3.Cursor) -> None:
+        self._owner = owner
+        self._cursor = cursor
+        self.arraysize = cursor.arraysize
+
+    @property
+    def description(self) -> Any:
+        return self._cursor.description
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    @property
+    def lastrowid(self) -> int | None:
+        return self._cursor.lastrowid
+
+    async def __aenter__(self) -> _InlineCursor:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self._cursor.close()
+
+    async def execute(self, sql: str, parameters: Any = ()) -> _InlineCursor:
+        if sql.startswith("BEGIN"):
+            await self._owner.begin(self._cursor, sql)
+        else:
+            self._cursor.execute(sql, parameters)
+        return self
+
+    async def executemany(self, sql: str, parameters: Any) -> _InlineCursor:
+        self._cursor.executemany(sql, parameters)
+        return self
+
+    async def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    async def fetchmany(self, size: int | None = None) -> list[Any]:
+        return self._cursor.fetchmany(size if size is not None else self.arraysize)
+
+    async def fetchall(self) -> list[Any]:
+        return self._cursor.fetchall()
+
+    async def close(self) -> None:
+        self._cursor.close()
+
+
+class InlineConnection:
+    """aiosqlite's connection interface over a ``sqlite3`` connection, for SQLAlchemy's
+    aiosqlite dialect (``async_creator``).
+
+    Statements run on the event loop's thread: a SQLite statement on a small transaction
+    takes microseconds, while aiosqlite's hop to its own thread and back costs far more,
+    about a dozen times per transaction. Only what waits on the disk or on another
+    process leaves the loop: COMMIT (the fsync) and BEGIN IMMEDIATE (the busy timeout).
+    """
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+        self._changes_at_begin = 0
+
+    @property
+    def isolation_level(self) -> str | None:
+        return self._connection.isolation_level
+
+    def cursor(self) -> _InlineCursor:
+        return _InlineCursor(self, self._connection.cursor())
+
+    async def execute(self, sql: str, parameters: Any = ()) -> _InlineCursor:
+        return await self.cursor().execute(sql, parameters)
+
+    async def begin(self, cursor: sqlite3.Cursor, sql: str) -> None:
+        self._changes_at_begin = self._connection.total_changes
+        await begin_immediate(self._connection, sql)
+
+    async def create_function(self, *args: Any, **kwargs: Any) -> None:
+        self._connection.create_function(*args, **kwargs)
+
+    async def commit(self) -> None:
+        if self._connection.total_changes == self._changes_at_begin:
+            self._connection.commit()  # nothing written: nothing to wait for on disk
+        else:
+            await asyncio.to_thread(self._connection.commit)
+
+    async def rollback(self) -> None:
+        self._connection.rollback()
+
+    async def close(self) -> None:
+        self._connection.close()
+
+    def stop(self) -> None:
+        self._connection.close()
+
+    @property
+    def sqlite(self) -> sqlite3.Connection:
+        return self._connection
