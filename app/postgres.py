@@ -16,9 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.pool import ConnectionPool
 from app.sql import PostgresTx, Tx
 
-if (
-    TYPE_CHECKING
-):  # asyncpg is imported when a PostgreSQL database is used: SQLite-only servers stay small
+if TYPE_CHECKING:  # asyncpg is imported only when a PostgreSQL database is used
     import asyncpg
 
     from app.database import Pending

@@ -420,7 +420,11 @@ async def test_a_commit_runs_on_the_loop_only_when_nothing_else_waits_and_the_di
 
 
 @pytest.mark.anyio
-@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads the open files in /proc")
+@pytest.mark.skipif(
+    not Path("/proc/self/fd").is_dir(),
+    reason="needs /proc (Linux, as in CI): SQLite unlinks its temporary files as it opens "
+    "them, so only the process's open file descriptors show one",
+)
 async def test_a_savepoints_undo_log_stays_in_memory(database: Database) -> None:
     """Each write transaction is a savepoint in the open batch, and SQLite keeps the pages
     a savepoint changes, as they were, in a sub-journal: past 64 KiB a temporary file
