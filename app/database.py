@@ -110,6 +110,7 @@ class Database:
         self.deliveries_in_flight = 0  # counted by the receiver; see the class docstring
         self._reader: sqlite3.Connection | None = None  # SQLite: snapshot()'s connection
         self._pool: ConnectionPool | None = None  # PostgreSQL: the write path's connections
+        self._flusher: postgres.Flusher | None = None  # PostgreSQL: flushes, shared
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -245,8 +246,12 @@ class Database:
             await writer.close()
 
     async def flush(self) -> None:
-        """PostgreSQL: return once everything committed so far is on disk."""
-        await postgres.flush(self._postgres_pool())
+        """PostgreSQL: return once everything committed so far is on disk (one flush
+        shared by every caller that asks while another runs: :class:`postgres.Flusher`)."""
+        if self._flusher is None:
+            pool = self._postgres_pool()
+            self._flusher = postgres.Flusher(functools.partial(postgres.flush, pool))
+        await self._flusher.flush()
 
     def _postgres_transaction(
         self, pending: Pending | None, *, transaction: bool, writes: bool
@@ -284,6 +289,9 @@ class Database:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        if self._flusher is not None:
+            await self._flusher.close()
+            self._flusher = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None

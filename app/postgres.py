@@ -7,6 +7,7 @@ is the way in; its docstring says why commits wait for the disk only in a flush.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -54,6 +55,73 @@ async def flush(pool: ConnectionPool) -> None:
         reusable = True
     finally:
         pool.release(connection, reusable=reusable)
+
+
+class Flusher:
+    """A flush (``run``: :func:`flush` on the write path's pool) shared: the callers that
+    ask while one runs share the next one.
+
+    A flush covers every commit made before it begins, so a caller may not ride on one
+    already running (its commit may have come after that one began); it waits for the next,
+    which begins once the running one ends and covers everyone who asked meanwhile. Under
+    load a flush thus serves a whole group of deliveries with one round trip and one wait
+    for the disk, where each used to take a connection of the pool for its own. A lone
+    caller runs its flush itself, at once; the flushes that others wait for run in a task,
+    so that none of them depends on a caller that may be cancelled.
+    """
+
+    __slots__ = ("_next", "_run_flush", "_running", "_task")
+
+    def __init__(self, run: Callable[[], Awaitable[None]]) -> None:
+        self._run_flush = run
+        self._running = False
+        self._next: asyncio.Future[None] | None = None  # the flush asked for, not begun yet
+        self._task: asyncio.Task[None] | None = None  # the flush others wait for, running
+
+    async def flush(self) -> None:
+        if not self._running:
+            self._running = True
+            try:
+                await self._run_flush()
+            finally:
+                self._flushed()
+            return
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+            self._next.add_done_callback(_retrieve)
+        # Shielded: a cancelled caller leaves the flush to the others.
+        await asyncio.shield(self._next)
+
+    def _flushed(self) -> None:
+        """A flush ended: the next one, if asked for, begins."""
+        self._task = None
+        if self._next is None:
+            self._running = False
+            return
+        asked, self._next = self._next, None  # whoever asks from now waits for the one after
+        self._task = asyncio.ensure_future(self._run_flush())
+        self._task.add_done_callback(lambda done: self._answer(asked, done))
+
+    def _answer(self, asked: asyncio.Future[None], done: asyncio.Task[None]) -> None:
+        if done.cancelled():  # stopped mid-flush: no caller is left waiting for ever
+            asked.set_exception(ConnectionError("the flush was interrupted"))
+        elif (error := done.exception()) is not None:
+            asked.set_exception(error)
+        else:
+            asked.set_result(None)
+        self._flushed()
+
+    async def close(self) -> None:
+        """Wait for the flushes that callers wait for (a lone caller awaits its own)."""
+        while self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+            await asyncio.sleep(0)  # its answer (a done callback) runs, and the next begins
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """Mark a failed flush's error as seen: its callers may all have been cancelled."""
+    if not future.cancelled():
+        future.exception()
 
 
 class PostgresTransaction:
