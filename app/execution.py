@@ -21,7 +21,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TypeVar
 
-from app import inbox, journal, queries, trading
+from app import inbox, journal, queries, reports, trading
 from app.broker import Broker, OrderReport, OrderRequest
 from app.database import Database, Pending
 from app.errors import BrokerUnavailable, OrderRejected, ProtocolError, SignalbridgeError
@@ -114,7 +114,7 @@ class Execution:
         committing = asyncio.get_running_loop().time()
         _add(timings, "broker_ms", committing - started)
         async with self._database.transaction(pending) as tx:
-            await trading.apply_report(tx, intent, report, now=self._clock())
+            await reports.apply_report(tx, intent, report, now=self._clock())
         _add(timings, "commit_ms", asyncio.get_running_loop().time() - committing)
         if error is not None:
             raise error
@@ -163,7 +163,7 @@ class Execution:
         if report is None:
             report = _rejected(intent, "the broker has no such order")
         async with self._database.transaction(pending) as tx:
-            await trading.apply_report(tx, intent, report, now=self._clock())
+            await reports.apply_report(tx, intent, report, now=self._clock())
 
     def readiness(self) -> dict[str, bool]:
         return {account: account in self._ready for account in self._brokers}
@@ -235,7 +235,7 @@ class Execution:
                 if tries >= max_lookups:
                     reason = f"still unknown at the broker after {tries} lookups"
                     async with self._database.transaction() as tx:
-                        await trading.apply_report(
+                        await reports.apply_report(
                             tx, intent, _rejected(intent, reason), now=self._clock()
                         )
                     log.error("order %s rejected: %s", intent.client_order_id, reason)

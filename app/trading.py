@@ -7,8 +7,8 @@ The write path of one leg (open or close) is two transactions around the broker 
    order id and the funds it sets aside) and claim the position (``opening`` /
    ``closing``). The position's partial unique index makes a second open for the strategy
    fail here, before any broker call.
-2. :func:`apply_report`: record the broker's answer; each fill is applied once (unique per
-   order), moves the position and posts a balanced ledger transaction.
+2. :func:`app.reports.apply_report`: record the broker's answer; each fill is applied once
+   (unique per order), moves the position and posts a balanced ledger transaction.
 
 Locks, on PostgreSQL (SQLite has one writer at a time): a funds check locks the account
 row first (:func:`journal.lock_account`), so two processes cannot spend the same cash; a
@@ -28,7 +28,6 @@ from sqlalchemy import (
     ColumnElement,
     CompoundSelect,
     bindparam,
-    delete,
     literal,
     select,
     union_all,
@@ -36,8 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app import journal, ledger, schema, sql
-from app.broker import OrderReport
+from app import journal, schema, sql
 from app.errors import PositionAlreadyExists
 from app.rules import AccountTerms, Direction, Funds, OrderPlan, Side, short_collateral
 from app.sql import Statement, Tx, UniqueViolation
@@ -415,133 +413,3 @@ async def leg_orders(tx: Tx, *, event_id: int, purpose: Purpose) -> list[str]:
     return [
         str(status) for status in await tx.scalars(_LEG_ORDERS, event_id=event_id, purpose=purpose)
     ]
-
-
-# The order and its position, both rows locked: a report is applied once. The account's
-# cash comes along unlocked (it is locked when it moves, last); SQLite moves it by this.
-_ORDER_AND_POSITION = Statement(
-    select(
-        schema.orders.c.status,
-        schema.positions.c.quantity,
-        schema.positions.c.cost,
-        schema.positions.c.realized_pnl,
-        schema.accounts.c.cash,
-    )
-    .where(
-        schema.orders.c.id == bindparam("order_id"),
-        schema.positions.c.id == bindparam("position_id"),
-        schema.accounts.c.id == bindparam("account_id"),
-    )
-    .with_for_update(of=[schema.orders, schema.positions])
-)
-_DROP_POSITION = Statement(
-    delete(schema.positions).where(schema.positions.c.id == bindparam("position_id"))
-)
-_NEW_FILL = sql.insert_or_ignore(
-    schema.fills,
-    ["order_id", "broker_fill_id", "quantity", "price", "fee", "filled_at"],
-    unique=["order_id", "broker_fill_id"],
-    returning=[schema.fills.c.id],
-)
-
-
-async def apply_report(tx: Tx, intent: OrderIntent, report: OrderReport, *, now: datetime) -> None:
-    """Record the broker's answer about an intent; apply each fill once (a fill already
-    recorded is skipped). The account's cash moves last (:func:`journal.move_cash`)."""
-    row = await tx.first(
-        _ORDER_AND_POSITION,
-        order_id=intent.order_id,
-        position_id=intent.position_id,
-        account_id=intent.account_id,
-    )
-    if row is None or row[0] != "pending":  # settled before (an empty open drops its position)
-        return
-    _, quantity, cost, realized, cash = row
-    moved = ZERO
-    for fill in report.fills:
-        fill_id = await tx.scalar(
-            _NEW_FILL,
-            order_id=intent.order_id,
-            broker_fill_id=fill.fill_id,
-            quantity=fill.quantity,
-            price=fill.price,
-            fee=fill.fee,
-            filled_at=fill.at,
-        )
-        if fill_id is None:
-            continue
-        trade = ledger.Trade(intent.ticker, intent.side, fill.quantity, fill.price, fill.fee)
-        if intent.purpose == "open":
-            released = None
-            quantity, cost = quantity + trade.quantity, cost + trade.signed_quantity * trade.price
-        else:
-            released = cost if trade.quantity >= quantity else cost * trade.quantity / quantity
-            quantity, cost = max(quantity - trade.quantity, ZERO), cost - released
-        postings = ledger.trade_postings(trade, cost_released=released)
-        realized -= sum((p.amount for p in postings if p.ledger_account == "pnl"), ZERO)
-        await journal.post(
-            tx,
-            intent.account_id,
-            reference=f"fill:{fill_id}",
-            kind="trade",
-            postings=postings,
-            now=fill.at,
-            fill_id=fill_id,
-            trade=trade,
-        )
-        moved += journal.cash_moved(postings)
-    await _settle(tx, intent, report, quantity=quantity, cost=cost, realized=realized, now=now)
-    await journal.move_cash(tx, intent.account_id, moved, cash=cash)
-
-
-async def _settle(
-    tx: Tx,
-    intent: OrderIntent,
-    report: OrderReport,
-    *,
-    quantity: Decimal,
-    cost: Decimal,
-    realized: Decimal,
-    now: datetime,
-) -> None:
-    """Give the order its final state, and the position its book after the fills and the
-    state that follows from them."""
-    filled = report.filled_quantity
-    fee = sum((fill.fee for fill in report.fills), ZERO)
-    average = (
-        sum((fill.quantity * fill.price for fill in report.fills), ZERO) / filled
-        if filled
-        else None
-    )
-    status = report.status
-    if status == "rejected" and filled:
-        status = "partially_filled"
-    opened_nothing = intent.purpose == "open" and quantity == 0
-    order: dict[str, object] = {
-        "status": status,
-        "broker_order_id": report.broker_order_id,
-        "filled_quantity": filled,
-        "average_price": average,
-        "fee": fee,
-        "reason": report.reason,
-        "updated_at": now,
-    }
-    if opened_nothing:  # the position never existed; the order keeps the record
-        order["position_id"] = None
-    # (Otherwise position_id is left out: setting it to itself costs a foreign-key check.)
-    await sql.update_row(tx, schema.orders, intent.order_id, **order)
-    if opened_nothing:
-        await tx.run(_DROP_POSITION, position_id=intent.position_id)
-        return
-    values: dict[str, object] = {"quantity": quantity, "cost": cost, "realized_pnl": realized}
-    if intent.purpose == "open":
-        values |= {"status": "open", "opened_at": now}
-        if filled < intent.quantity:
-            values["attention"] = f"partially filled: {filled} of {intent.quantity}"
-    elif quantity == 0:
-        values |= {"status": "closed", "closed_at": now}
-    else:
-        values["status"] = "open"
-        if filled:
-            values["attention"] = f"close partially filled: {quantity} still open"
-    await sql.update_row(tx, schema.positions, intent.position_id, **values)
