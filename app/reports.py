@@ -106,15 +106,7 @@ async def apply_report(tx: Tx, intent: OrderIntent, report: OrderReport, *, now:
         return
     moved = ZERO
     for fill in report.fills:
-        fill_id = await tx.scalar(
-            _NEW_FILL,
-            order_id=intent.order_id,
-            broker_fill_id=fill.fill_id,
-            quantity=fill.quantity,
-            price=fill.price,
-            fee=fill.fee,
-            filled_at=fill.at,
-        )
+        fill_id = await tx.scalar_with(_NEW_FILL, _fill_row(intent, fill))
         if fill_id is None:
             continue
         trade, postings, book = _booked(intent, fill, book)
@@ -136,6 +128,18 @@ async def apply_report(tx: Tx, intent: OrderIntent, report: OrderReport, *, now:
     else:
         await sql.update_row(tx, schema.positions, intent.position_id, **position)
     await journal.move_cash(tx, intent.account_id, moved, cash=cash)
+
+
+def _fill_row(intent: OrderIntent, fill: Fill) -> dict[str, Any]:
+    """The fill's row, as both forms insert it."""
+    return {
+        "order_id": intent.order_id,
+        "broker_fill_id": fill.fill_id,
+        "quantity": fill.quantity,
+        "price": fill.price,
+        "fee": fill.fee,
+        "filled_at": fill.at,
+    }
 
 
 def _booked(
@@ -214,37 +218,34 @@ async def _apply_one_fill(
         return False
     if not ledger.is_balanced(postings):  # as journal.post refuses one
         raise ValueError(f"unbalanced ledger transaction for fill {fill.fill_id}: {postings}")
-    fill_id = await tx.scalar(
+    fill_id = await tx.scalar_with(
         _ONE_FILL,
-        order_id=intent.order_id,
-        broker_fill_id=fill.fill_id,
-        quantity=fill.quantity,
-        price=fill.price,
-        fee=fill.fee,
-        filled_at=fill.at,
-        account_id=intent.account_id,
-        ticker=trade.ticker,
-        side=trade.side,
-        ledger_accounts=[p.ledger_account for p in postings],
-        amounts=[p.amount for p in postings],
-        tickers=[p.ticker for p in postings],
-        quantities=[p.quantity for p in postings],
-        order_status=order["status"],
-        broker_order_id=order["broker_order_id"],
-        filled_quantity=order["filled_quantity"],
-        average_price=order["average_price"],
-        order_fee=order["fee"],
-        reason=order["reason"],
-        updated_at=order["updated_at"],
-        position_id=intent.position_id,
-        position_status=position["status"],
-        position_quantity=position["quantity"],
-        position_cost=position["cost"],
-        realized_pnl=position["realized_pnl"],
-        opened_at=position.get("opened_at"),
-        closed_at=position.get("closed_at"),
-        attention=position.get("attention"),
-        cash_moved=journal.cash_moved(postings),
+        _fill_row(intent, fill)
+        | dict(
+            account_id=intent.account_id,
+            ticker=trade.ticker,
+            side=trade.side,
+            ledger_accounts=[p.ledger_account for p in postings],
+            amounts=[p.amount for p in postings],
+            tickers=[p.ticker for p in postings],
+            quantities=[p.quantity for p in postings],
+            order_status=order["status"],
+            broker_order_id=order["broker_order_id"],
+            filled_quantity=order["filled_quantity"],
+            average_price=order["average_price"],
+            order_fee=order["fee"],
+            reason=order["reason"],
+            updated_at=order["updated_at"],
+            position_id=intent.position_id,
+            position_status=position["status"],
+            position_quantity=position["quantity"],
+            position_cost=position["cost"],
+            realized_pnl=position["realized_pnl"],
+            opened_at=position.get("opened_at"),
+            closed_at=position.get("closed_at"),
+            attention=position.get("attention"),
+            cash_moved=journal.cash_moved(postings),
+        ),
     )
     return fill_id is not None
 
