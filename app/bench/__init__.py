@@ -3,7 +3,9 @@
 :mod:`app.bench.command` runs it: it starts the service and the bare Starlette app of
 :mod:`app.bench.baseline` in subprocesses, drives each from the load generator of
 :mod:`app.bench.load` (a process of its own), checks the database with
-:mod:`app.bench.verify` and prints :mod:`app.bench.report`.
+:mod:`app.bench.database` and prints :mod:`app.bench.report`. :mod:`app.bench.inprocess`
+drives the service's app in the calling process instead, without HTTP, for callgrind's
+instruction counts and profiles.
 """
 
 from __future__ import annotations

@@ -1,0 +1,47 @@
+"""The in-process driver (app/bench/inprocess.py): the service's app called directly, on a
+real SQLite file, with the bench's requests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from app.bench.inprocess import main
+from tests.conftest import CONFIG
+
+
+def test_it_drives_the_app_and_reports_each_answer_and_the_cpu_per_delivery(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(
+        ["--config", str(CONFIG), "--pairs", "6", "--warmup", "2", "--concurrency", "3", "--json"]
+    )
+    figures = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert figures["deliveries"] == 12
+    assert figures["statuses"] == {"200": 12}
+    assert figures["concurrency"] == 3
+    assert figures["per_second"] > 0
+    assert figures["cpu_us_per_delivery"] == pytest.approx(
+        figures["user_us_per_delivery"] + figures["system_us_per_delivery"], abs=0.2
+    )
+
+
+def test_answers_other_than_200_fail_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # 10 USD cannot buy 0.001 BTC at 65,000: every open is refused, every close finds nothing.
+    config = tmp_path / "poor.toml"
+    config.write_text(
+        CONFIG.read_text().replace('initial_deposit = "100000"', 'initial_deposit = "10"')
+    )
+    code = main(["--config", str(config), "--pairs", "2", "--warmup", "0", "--concurrency", "1"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "4 deliveries at c=1" in out
+    assert "answers {'404': 2, '422': 2}" in out
+
+
+def test_bounds_are_checked_before_anything_starts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--config", str(CONFIG), "--pairs", "0"]) == 2
+    assert "pairs at least 1" in capsys.readouterr().err
