@@ -30,7 +30,6 @@ INTEGRATION_TYPES = frozenset(
 _VERSION_KEY = re.compile(r"v(\d+)")
 ModelT = TypeVar("ModelT", bound=BaseModel)
 MAX_TIMESTAMP = 2**53  # milliseconds: far past any real date, and exact as a float
-_NUL = re.compile(rb"\x00|\\u0000", re.IGNORECASE)
 
 
 class _Model(BaseModel):
@@ -135,7 +134,9 @@ def header_dedupe_key(integration_id: int, header_value: str) -> str:
 def load_json(raw: bytes) -> Any:
     """Strict JSON: numbers as Decimal, no NaN/Infinity, no duplicate keys, no NUL
     characters (no database text column can hold them)."""
-    if _NUL.search(raw):
+    # A NUL raw or as JSON's escape (\U0000 is no JSON, but is refused as one all the same),
+    # searched as plain bytes: a regular expression's scan was 1 % of a delivery's work.
+    if b"\x00" in raw or b"\\u0000" in raw or b"\\U0000" in raw:
         raise MalformedBody("the body contains a NUL character")
     try:
         # What json.loads does with bytes, on a decoder made once (json.loads with these
