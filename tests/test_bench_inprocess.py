@@ -42,6 +42,19 @@ def test_answers_other_than_200_fail_it(tmp_path: Path, capsys: pytest.CaptureFi
     assert "answers {'404': 2, '422': 2}" in out
 
 
+def test_a_config_trading_on_a_live_venue_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "live.toml"
+    config.write_text(
+        CONFIG.read_text()
+        .replace('broker = "paper"', 'broker = "ccxt"\nexchange = "binance"')
+        .replace("allow_short = true", "allow_short = false")
+    )
+    assert main(["--config", str(config), "--pairs", "1", "--warmup", "0"]) == 2
+    assert "trading on a paper account" in capsys.readouterr().err
+
+
 def test_bounds_are_checked_before_anything_starts(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--config", str(CONFIG), "--pairs", "0"]) == 2
     assert "pairs at least 1" in capsys.readouterr().err

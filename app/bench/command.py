@@ -37,7 +37,7 @@ from typing import Any
 
 from app.bench import BenchError, database, load, median, processes, report
 from app.bench.baseline import PATH
-from app.settings import Settings, config_path
+from app.settings import IntegrationConfig, Settings, config_path
 
 LOG_LEVEL = "WARNING"
 TICKER = "BTCUSDT"
@@ -78,16 +78,7 @@ class Plan:
                 f"--count / 1000 + --seconds must stay under {budget:g} "
                 "(max_signal_age_seconds less a margin): every signal's timestamp must be current"
             )
-        integration = next(
-            (i for i in settings.integrations if i.tokens and i.status == "approved"), None
-        )
-        if integration is None or settings.account(integration.account).broker != "paper":
-            raise BenchError(
-                "the config needs an approved integration with a plain token (tokens = [...]) "
-                "trading on a paper account, as the demo config has"
-            )
-        if not any(i.ticker == TICKER and i.sessions == "always" for i in settings.instruments):
-            raise BenchError(f"the config needs the instrument {TICKER}, trading always")
+        integration = bench_integration(settings)
         return cls(
             config=config,
             token_header=integration.token_header,
@@ -99,6 +90,22 @@ class Plan:
             skip_baseline=arguments.skip_baseline,
             runs=arguments.runs,
         )
+
+
+def bench_integration(settings: Settings) -> IntegrationConfig:
+    """The integration the bench sends as: approved, with a plain token, trading on a
+    paper account (never a live venue), where BTCUSDT trades around the clock."""
+    integration = next(
+        (i for i in settings.integrations if i.tokens and i.status == "approved"), None
+    )
+    if integration is None or settings.account(integration.account).broker != "paper":
+        raise BenchError(
+            "the config needs an approved integration with a plain token (tokens = [...]) "
+            "trading on a paper account, as the demo config has"
+        )
+    if not any(i.ticker == TICKER and i.sessions == "always" for i in settings.instruments):
+        raise BenchError(f"the config needs the instrument {TICKER}, trading always")
+    return integration
 
 
 def _concurrency(text: str) -> tuple[int, ...]:

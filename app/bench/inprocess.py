@@ -39,7 +39,7 @@ from starlette.types import ASGIApp, Message
 from app.application import create_app
 from app.bench import BenchError
 from app.bench.baseline import PATH
-from app.bench.command import QUANTITY, TICKER
+from app.bench.command import QUANTITY, TICKER, bench_integration
 from app.bench.load import Target
 from app.settings import Settings, load_settings
 
@@ -165,12 +165,9 @@ async def _post(app: ASGIApp, state: dict[str, Any], request: Request) -> int:
 
 
 def target_of(settings: Settings) -> Target:
-    """What the bench sends, for the config's first approved integration with a token."""
-    integration = next(
-        (i for i in settings.integrations if i.tokens and i.status == "approved"), None
-    )
-    if integration is None:
-        raise BenchError("the config needs an approved integration with a plain token")
+    """What the bench sends, as the integration the bench itself would use (a paper
+    account's: this driver must never reach a live venue either)."""
+    integration = bench_integration(settings)
     return Target(
         host="127.0.0.1",
         port=8000,
@@ -218,9 +215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _measure(settings: Settings, arguments: argparse.Namespace) -> dict[str, Any]:
+    target = target_of(settings)  # checked before anything is built
     return await drive(
         create_app(settings),
-        target_of(settings),
+        target,
         concurrency=arguments.concurrency,
         pairs=arguments.pairs,
         warmup=arguments.warmup,
