@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from app import reports, trading
-from app.broker import Fill, OrderReport
+from app.broker import Fill, OrderReport, OrderStatus
 from app.database import Database, create_engine
 from tests.conftest import Service, check_invariants, signal
 
@@ -63,8 +63,8 @@ def close_in_reports(service: Service, quantity: int, *answers: OrderReport) -> 
     asyncio.run(scenario())
 
 
-def report(status: str, *fills: Fill) -> OrderReport:
-    return OrderReport("close-in-parts", "venue-7", status, fills)  # type: ignore[arg-type]
+def report(status: OrderStatus, *fills: Fill) -> OrderReport:
+    return OrderReport("close-in-parts", "venue-7", status, fills)
 
 
 def close_order(service: Service) -> tuple[str, Decimal, Decimal]:
