@@ -113,8 +113,14 @@ class Execution:
             error = None if found else exc
         committing = asyncio.get_running_loop().time()
         _add(timings, "broker_ms", committing - started)
-        async with self._database.transaction(pending) as tx:
-            await reports.apply_report(tx, intent, report, now=self._clock())
+        now = self._clock()
+        recorded = False
+        if reports.applies_alone(self._database.dialect.name, intent, report):
+            async with self._database.autocommit(pending) as tx:  # one statement
+                recorded = await reports.apply_new_fill(tx, intent, report, now=now)
+        if not recorded:
+            async with self._database.transaction(pending) as tx:
+                await reports.apply_report(tx, intent, report, now=now)
         _add(timings, "commit_ms", asyncio.get_running_loop().time() - committing)
         if error is not None:
             raise error

@@ -5,13 +5,14 @@ inside a transaction the caller owns (:mod:`app.trading` wrote the order's inten
 Locks, on PostgreSQL: the order and position rows first, so a report is applied once; the
 account's cash moves last, so the account row is held only from that update to the commit.
 
-On PostgreSQL the usual report, one new fill, is written in one statement (data-modifying
-CTEs: :data:`_ONE_FILL`), where each of its rows took a round trip of its own: the fill,
-its ledger transaction, the postings, the order, the position, the cash. Each round trip
-costs both the service and the database CPU that the two share on one machine (README,
-Performance). Every other report, and every report on SQLite (whose statements take
-microseconds and no round trip), is written row by row. Both forms write the same rows
-from the same arithmetic (:func:`_booked`, :func:`_settled`).
+On PostgreSQL the usual report, one new fill, is written in one statement
+(:mod:`app.one_fill`), where each of its rows took a round trip of its own. Right after the
+broker's answer to an intent just made, even the transaction around it is left out
+(:func:`apply_new_fill`): the position's book is the intent's own, so nothing needs reading
+first, and the statement checks it under the rows' locks. Every other report, and every
+report on SQLite (whose statements take microseconds and no round trip), is written row by
+row. Both forms write the same rows from the same arithmetic (:func:`_booked`,
+:func:`_settled`).
 """
 
 from __future__ import annotations
@@ -20,27 +21,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import (
-    Numeric,
-    String,
-    bindparam,
-    cast,
-    delete,
-    exists,
-    func,
-    insert,
-    literal,
-    select,
-    true,
-    type_coerce,
-    update,
-)
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy import bindparam, delete, select
 
 from app import journal, ledger, schema, sql
 from app.broker import Fill, OrderReport
-from app.columns import ExactDecimal, UTCDateTime
+from app.one_fill import ONE_FILL
 from app.sql import Statement, Tx
 from app.trading import OrderIntent
 from app.values import value
@@ -97,13 +82,13 @@ async def apply_report(tx: Tx, intent: OrderIntent, report: OrderReport, *, now:
     if row is None or row[0] != "pending":  # settled before (an empty open drops its position)
         return
     _, quantity, cost, realized, cash = row
-    book = _Book(quantity, cost, realized)
     if (
         tx.dialect.name == "postgresql"
         and len(report.fills) == 1
-        and await _apply_one_fill(tx, intent, report, book, now=now)
+        and await _apply_one_fill(tx, intent, report, held=(quantity, cost), now=now)
     ):
         return
+    book = _Book(quantity, cost, realized)
     moved = ZERO
     for fill in report.fills:
         fill_id = await tx.scalar_with(_NEW_FILL, _fill_row(intent, fill))
@@ -205,23 +190,49 @@ def _settled(
     return order, position
 
 
-async def _apply_one_fill(
-    tx: Tx, intent: OrderIntent, report: OrderReport, book: _Book, *, now: datetime
+def applies_alone(dialect: str, intent: OrderIntent, report: OrderReport) -> bool:
+    """Whether :func:`apply_new_fill` can record this report: on PostgreSQL, a report of
+    one fill about an intent just made (its position's book known)."""
+    return dialect == "postgresql" and len(report.fills) == 1 and intent.held is not None
+
+
+async def apply_new_fill(
+    tx: Tx, intent: OrderIntent, report: OrderReport, *, now: datetime
 ) -> bool:
-    """PostgreSQL, a report of one fill: everything :func:`apply_report` writes, in one
-    statement. False, with nothing written, when the fill was recorded before (a repeated
-    report of an order still pending): the caller then writes row by row, skipping it."""
+    """Record a report :func:`applies_alone` accepts, in one statement of its own (``tx``
+    outside a transaction): True when it is recorded. False, with nothing written, when the
+    order is no longer pending, its position is not as the intent left it, or the fill was
+    recorded before: the caller then records the report with :func:`apply_report`, which
+    reads the rows first."""
+    assert intent.held is not None
+    return await _apply_one_fill(tx, intent, report, held=intent.held, now=now)
+
+
+async def _apply_one_fill(
+    tx: Tx,
+    intent: OrderIntent,
+    report: OrderReport,
+    *,
+    held: tuple[Decimal, Decimal],
+    now: datetime,
+) -> bool:
+    """PostgreSQL, a report of one fill, the order pending and its position's quantity and
+    cost ``held``: everything :func:`apply_report` writes, in one statement. False, with
+    nothing written, when the rows are not so or the fill was recorded before."""
     (fill,) = report.fills
-    trade, postings, booked = _booked(intent, fill, book)
+    # Realized PnL moves by an amount: the book's own is not read (nor needed) here.
+    trade, postings, booked = _booked(intent, fill, _Book(*held, ZERO))
     order, position = _settled(intent, report, booked, now=now)
     if position is None:  # an open that opened nothing: not with a fill of some quantity
         return False
     if not ledger.is_balanced(postings):  # as journal.post refuses one
         raise ValueError(f"unbalanced ledger transaction for fill {fill.fill_id}: {postings}")
     fill_id = await tx.scalar_with(
-        _ONE_FILL,
+        ONE_FILL,
         _fill_row(intent, fill)
         | dict(
+            held_quantity=held[0],
+            held_cost=held[1],
             account_id=intent.account_id,
             ticker=trade.ticker,
             side=trade.side,
@@ -240,7 +251,7 @@ async def _apply_one_fill(
             position_status=position["status"],
             position_quantity=position["quantity"],
             position_cost=position["cost"],
-            realized_pnl=position["realized_pnl"],
+            realized_delta=position["realized_pnl"],
             opened_at=position.get("opened_at"),
             closed_at=position.get("closed_at"),
             attention=position.get("attention"),
@@ -248,126 +259,3 @@ async def _apply_one_fill(
         ),
     )
     return fill_id is not None
-
-
-def _one_fill(_dialect: str) -> ClauseElement:
-    """The statement of :func:`_apply_one_fill` (PostgreSQL only). Every write but the
-    fill's own is conditional on the fill being new (``EXISTS (SELECT FROM fill)``); the
-    statement returns the new fill's id, or no row."""
-    fills, transactions, postings = schema.fills, schema.ledger_transactions, schema.postings
-    orders, positions, accounts = schema.orders, schema.positions, schema.accounts
-
-    def amount(name: str) -> Any:
-        return bindparam(name, type_=ExactDecimal())
-
-    def moment(name: str) -> Any:
-        return bindparam(name, type_=UTCDateTime())
-
-    def text(name: str) -> Any:
-        return bindparam(name, type_=String())
-
-    order_id: Any = bindparam("order_id", type_=schema.orders.c.id.type)
-    account_id: Any = bindparam("account_id", type_=schema.accounts.c.id.type)
-    fill = (
-        postgresql.insert(fills)
-        .values(
-            order_id=order_id,
-            broker_fill_id=text("broker_fill_id"),
-            quantity=amount("quantity"),
-            price=amount("price"),
-            fee=amount("fee"),
-            filled_at=moment("filled_at"),
-        )
-        .on_conflict_do_nothing(index_elements=["order_id", "broker_fill_id"])
-        .returning(fills.c.id)
-        .cte("fill")
-    )
-    is_new = exists(select(fill.c.id))
-    transaction = (
-        insert(transactions)
-        .from_select(
-            [
-                *("account_id", "reference", "kind", "at", "fill_id"),
-                *("ticker", "side", "quantity", "price", "fee"),
-            ],
-            select(
-                account_id,
-                literal("fill:") + cast(fill.c.id, String),
-                literal("trade"),
-                moment("filled_at"),
-                fill.c.id,
-                text("ticker"),
-                text("side"),
-                amount("quantity"),
-                amount("price"),
-                amount("fee"),
-            ),
-        )
-        .returning(transactions.c.id)
-        .cte("trade")
-    )
-    rows = (
-        func.unnest(
-            bindparam("ledger_accounts", type_=postgresql.ARRAY(String())),
-            bindparam("amounts", type_=postgresql.ARRAY(ExactDecimal())),
-            bindparam("tickers", type_=postgresql.ARRAY(String())),
-            bindparam("quantities", type_=postgresql.ARRAY(ExactDecimal())),
-        )
-        .table_valued("ledger_account", "amount", "ticker", "quantity")
-        .render_derived(name="posting")
-    )
-    posted = (
-        insert(postings)
-        .from_select(
-            ["transaction_id", "account_id", "ledger_account", "amount", "ticker", "quantity"],
-            select(
-                transaction.c.id,
-                account_id,
-                rows.c.ledger_account,
-                rows.c.amount,
-                rows.c.ticker,
-                rows.c.quantity,
-            ).select_from(transaction.join(rows, true())),
-        )
-        .cte("posted")
-    )
-    ordered = (
-        update(orders)
-        .where(orders.c.id == order_id, is_new)
-        .values(
-            status=text("order_status"),
-            broker_order_id=text("broker_order_id"),
-            filled_quantity=amount("filled_quantity"),
-            average_price=amount("average_price"),
-            fee=amount("order_fee"),
-            reason=text("reason"),
-            updated_at=moment("updated_at"),
-        )
-        .cte("ordered")
-    )
-    # opened_at, closed_at and attention are set only when given, as update_row would.
-    positioned = (
-        update(positions)
-        .where(positions.c.id == bindparam("position_id"), is_new)
-        .values(
-            status=text("position_status"),
-            quantity=amount("position_quantity"),
-            cost=amount("position_cost"),
-            realized_pnl=amount("realized_pnl"),
-            opened_at=func.coalesce(moment("opened_at"), positions.c.opened_at),
-            closed_at=func.coalesce(moment("closed_at"), positions.c.closed_at),
-            attention=func.coalesce(text("attention"), positions.c.attention),
-        )
-        .cte("positioned")
-    )
-    # Last, as journal.move_cash: NUMERIC arithmetic, exact.
-    moved = (
-        update(accounts)
-        .where(accounts.c.id == account_id, is_new)
-        .values(cash=type_coerce(accounts.c.cash, Numeric(asdecimal=True)) + amount("cash_moved"))
-        .cte("moved")
-    )
-    return select(fill.c.id).add_cte(transaction, posted, ordered, positioned, moved)
-
-
-_ONE_FILL = Statement(_one_fill)

@@ -66,6 +66,11 @@ class OrderIntent:
     symbol: str
     side: Side
     quantity: Decimal
+    # The position's quantity and cost as this intent left it (an open's: none yet; a
+    # close's: what it closes), when the intent was just made: a report of its one fill
+    # can then be written without reading them first (app.reports.apply_new_fill). None
+    # for an intent read back from the database.
+    held: tuple[Decimal, Decimal] | None = None
 
 
 @value
@@ -246,6 +251,7 @@ async def reserve_open(
         side=plan.side,
         quantity=plan.quantity,
         reserved=plan.reserve,
+        held=(ZERO, ZERO),
         now=now,
     )
 
@@ -298,6 +304,7 @@ async def reserve_close(
         side="sell" if position.direction == "long" else "buy",
         quantity=position.quantity,
         reserved=ZERO,
+        held=(position.quantity, position.cost),
         now=now,
     )
 
@@ -316,6 +323,7 @@ async def _insert_order(
     side: Side,
     quantity: Decimal,
     reserved: Decimal,
+    held: tuple[Decimal, Decimal],
     now: datetime,
 ) -> OrderIntent:
     order_id = await sql.insert_id(
@@ -348,6 +356,7 @@ async def _insert_order(
         symbol=symbol,
         side=side,
         quantity=quantity,
+        held=held,
     )
 
 

@@ -4,17 +4,26 @@ On PostgreSQL a report of one new fill is written in one statement, anything els
 row; on SQLite always row by row. The service's own tests (an open, a close: one fill
 each) run the one-statement form on PostgreSQL and the rows on SQLite against the same
 expected figures; these drive the reports a paper broker never sends: a close reported in
-parts, a fill reported again, several fills in one report."""
+parts, a fill reported again, several fills in one report. Right after a broker's answer
+the one statement runs without a transaction around it, with the position's book the
+intent knew (``apply_new_fill``); the last tests find it writing nothing where the rows are
+not as that intent left them."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select, text
 
 from app import reports, trading
 from app.broker import Fill, OrderReport, OrderStatus
 from app.database import Database, create_engine
+from app.sql import Statement
 from tests.conftest import Service, check_invariants, signal
 
 AT = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -36,6 +45,22 @@ def fill(fill_id: str, quantity: str, price: str) -> Fill:
 def close_in_reports(service: Service, quantity: int, *answers: OrderReport) -> None:
     """Claim the open position for a close, then record each report of its order in a
     transaction of its own, as a re-run settling with the broker would."""
+
+    async def record(database: Database, intent: trading.OrderIntent) -> None:
+        for answer in answers:
+            async with database.transaction() as tx:
+                await reports.apply_report(tx, intent, answer, now=AT)
+
+    with_close_intent(service, quantity, record)
+
+
+def with_close_intent(
+    service: Service,
+    quantity: int,
+    then: Callable[[Database, trading.OrderIntent], Awaitable[None]],
+) -> None:
+    """Open a long of ``quantity``, claim it for a close and make the close's intent, as
+    a close leg does; then ``then`` (on a database of its own)."""
     strategy_id, account_id, event_id = open_position(service, quantity)
 
     async def scenario() -> None:
@@ -54,9 +79,7 @@ def close_in_reports(service: Service, quantity: int, *answers: OrderReport) -> 
                     symbol="XAU/USD",
                     now=AT,
                 )
-            for answer in answers:
-                async with database.transaction() as tx:
-                    await reports.apply_report(tx, intent, answer, now=AT)
+            await then(database, intent)
         finally:
             await database.dispose()
 
@@ -129,3 +152,161 @@ def test_several_fills_in_one_report_are_each_posted(service: Service) -> None:
     assert position(service) == ("closed", 0, -10, None)
     assert [quantity for _, quantity in trades(service)] == [1, 2]
     check_invariants(service, settled=True)
+
+
+def fills_and_trades(service: Service) -> tuple[int, int]:
+    (row,) = service.rows(
+        "SELECT (SELECT count(*) FROM fills) AS fills,"
+        " (SELECT count(*) FROM ledger_transactions WHERE kind = 'trade') AS trades"
+    )
+    return int(row["fills"]), int(row["trades"])
+
+
+async def alone(database: Database, intent: trading.OrderIntent, answer: OrderReport) -> bool:
+    """What a leg does with its broker's answer on PostgreSQL (``Execution.execute``)."""
+    assert reports.applies_alone(database.dialect.name, intent, answer)
+    async with database.autocommit() as tx:
+        return await reports.apply_new_fill(tx, intent, answer, now=AT)
+
+
+def test_only_one_fill_about_an_intent_just_made_is_recorded_alone(service: Service) -> None:
+    made: list[trading.OrderIntent] = []
+
+    async def keep(_database: Database, intent: trading.OrderIntent) -> None:
+        made.append(intent)
+
+    with_close_intent(service, 2, keep)
+    (intent,) = made
+    dialect = "postgresql" if service.database_url.startswith("postgresql") else "sqlite"
+    one = report("filled", fill("f-1", "2", "2400.00"))
+    two = report("filled", fill("f-1", "1", "2400.00"), fill("f-2", "1", "2400.00"))
+    assert intent.held == (2, 4700)  # the claimed position's quantity and cost
+    assert reports.applies_alone(dialect, intent, one) == (dialect == "postgresql")
+    assert not reports.applies_alone(dialect, intent, two)
+
+    (row,) = service.rows("SELECT event_id FROM orders WHERE purpose = 'close'")
+
+    async def read_back() -> list[trading.OrderIntent]:
+        database = Database(create_engine(service.database_url))
+        try:
+            async with database.snapshot() as tx:
+                return await trading.pending_intents(tx, event_id=int(row["event_id"]))
+        finally:
+            await database.dispose()
+
+    (again,) = asyncio.run(read_back())
+    assert again.order_id == intent.order_id
+    assert again.held is None  # an intent read back: its position's book is not known
+    assert not reports.applies_alone(dialect, again, one)
+
+
+POSTGRESQL = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+
+
+@POSTGRESQL
+def test_a_fill_recorded_alone_writes_what_the_rows_would(service: Service) -> None:
+    recorded: list[bool] = []
+
+    async def record(database: Database, intent: trading.OrderIntent) -> None:
+        recorded.append(
+            await alone(database, intent, report("filled", fill("f-1", "2", "2400.00")))
+        )
+
+    with_close_intent(service, 2, record)
+
+    assert recorded == [True]
+    assert close_order(service) == ("filled", Decimal(2), Decimal("1.00"))
+    assert position(service) == ("closed", 0, 100, None)  # (2400 - 2350) * 2
+    assert fills_and_trades(service) == (2, 2)
+    book = check_invariants(service, settled=True)
+    assert Decimal(book["balance"]) == Decimal(100000) - 4700 - Decimal("0.47") + 4800 - 1
+
+
+@POSTGRESQL
+def test_a_fill_alone_on_rows_not_as_its_intent_left_them_writes_nothing(
+    service: Service,
+) -> None:
+    outcomes: list[bool] = []
+    answer = report("filled", fill("f-1", "2", "2400.00"))
+
+    async def record(database: Database, intent: trading.OrderIntent) -> None:
+        # The position moved since the intent was made (a fill applied elsewhere).
+        moved = dataclasses.replace(intent, held=(Decimal(3), Decimal(4700)))
+        outcomes.append(await alone(database, moved, answer))
+        # The order was settled meanwhile (a reconciler found it rejected): no longer
+        # pending, its position as it was.
+        async with database.transaction() as tx:
+            await reports.apply_report(tx, intent, report("rejected"), now=AT)
+        outcomes.append(await alone(database, intent, answer))
+
+    with_close_intent(service, 2, record)
+
+    assert outcomes == [False, False]
+    assert fills_and_trades(service) == (1, 1)  # the open's only
+    assert close_order(service) == ("rejected", 0, 0)
+    assert position(service) == ("open", 2, 0, None)
+    check_invariants(service, settled=True)
+
+
+@POSTGRESQL
+def test_a_fill_recorded_alone_twice_is_recorded_once(service: Service) -> None:
+    outcomes: list[bool] = []
+    first = report("pending", fill("f-1", "1", "2400.00"))
+
+    async def record(database: Database, intent: trading.OrderIntent) -> None:
+        outcomes.append(await alone(database, intent, first))
+        # The order is still pending: only the fill's uniqueness stops a second posting.
+        held_after = dataclasses.replace(intent, held=(Decimal(1), Decimal(2350)))
+        outcomes.append(await alone(database, held_after, first))
+
+    with_close_intent(service, 2, record)
+
+    assert outcomes == [True, False]
+    assert fills_and_trades(service) == (2, 2)
+    assert close_order(service) == ("pending", Decimal(1), Decimal("1.00"))
+    assert position(service) == ("open", 1, 50, "close partially filled: 1 still open")
+
+
+@POSTGRESQL
+def test_a_fill_alone_waits_for_a_report_under_way_and_then_writes_nothing(
+    service: Service,
+) -> None:
+    outcomes: list[bool] = []
+
+    async def record(database: Database, intent: trading.OrderIntent) -> None:
+        waiting = asyncio.Event()
+
+        async def report_under_way() -> None:
+            async with database.transaction() as tx:  # holds the order and position rows
+                await reports.apply_report(
+                    tx, intent, report("pending", fill("f-1", "1", "2400.00")), now=AT
+                )
+                waiting.set()
+                async with database.snapshot() as watch:  # until the other waits on a lock
+                    for _ in range(200):
+                        if await watch.scalar(_WAITING_ON_A_LOCK):
+                            break
+                        await asyncio.sleep(0.01)
+                    else:
+                        raise AssertionError("the statement did not wait for the rows")
+
+        async def fill_alone() -> None:
+            await waiting.wait()
+            answer = report("filled", fill("f-2", "2", "2400.00"))
+            outcomes.append(await alone(database, intent, answer))
+
+        await asyncio.gather(report_under_way(), fill_alone())
+
+    with_close_intent(service, 2, record)
+
+    assert outcomes == [False]  # the book it was given moved while it waited
+    assert fills_and_trades(service) == (2, 2)  # the open's and the first report's
+    assert position(service) == ("open", 1, 50, "close partially filled: 1 still open")
+    check_invariants(service)
+
+
+_WAITING_ON_A_LOCK = Statement(
+    select(func.count())
+    .where(text("wait_event_type = 'Lock'"), text("datname = current_database()"))
+    .select_from(text("pg_stat_activity"))
+)
