@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import journal, schema, sql
 from app.errors import PositionAlreadyExists
+from app.opening import OPENING
 from app.rules import AccountTerms, Direction, Funds, OrderPlan, Side, short_collateral
 from app.sql import Statement, Tx, UniqueViolation
 from app.values import value
@@ -219,6 +220,37 @@ async def reserve_open(
         tx, account_id, strategy_id=strategy_id, terms=terms, venue_cash=venue_cash
     )
     plan = decide(current, has_open)
+    if tx.dialect.name == "postgresql":
+        row = await tx.first(
+            OPENING,
+            strategy_id=strategy_id,
+            account_id=account_id,
+            ticker=plan.instrument.ticker,
+            direction=direction,
+            provider_position_id=provider_position_id,
+            client_order_id=client_order_id,
+            event_id=event_id,
+            symbol=plan.instrument.symbol,
+            side=plan.side,
+            quantity=plan.quantity,
+            reserved=plan.reserve,
+            now=now,
+        )
+        if row is None:
+            raise PositionAlreadyExists(_ALREADY_OPEN)
+        order_id, position_id = row
+        return OrderIntent(
+            order_id=order_id,
+            client_order_id=client_order_id,
+            account_id=account_id,
+            position_id=position_id,
+            purpose="open",
+            ticker=plan.instrument.ticker,
+            symbol=plan.instrument.symbol,
+            side=plan.side,
+            quantity=plan.quantity,
+            held=(ZERO, ZERO),
+        )
     try:
         # No savepoint is needed: a refused insert changes nothing, and the caller's
         # transaction ends with the error (on PostgreSQL it is aborted anyway).
@@ -237,7 +269,7 @@ async def reserve_open(
             created_at=now,
         )
     except UniqueViolation as exc:
-        raise PositionAlreadyExists("the strategy already has an open position") from exc
+        raise PositionAlreadyExists(_ALREADY_OPEN) from exc
     return await _insert_order(
         tx,
         event_id=event_id,
@@ -254,6 +286,9 @@ async def reserve_open(
         held=(ZERO, ZERO),
         now=now,
     )
+
+
+_ALREADY_OPEN = "the strategy already has an open position"
 
 
 # The strategy's open position, claimed for a close in the statement that finds it (the

@@ -1,15 +1,22 @@
-"""Claiming a position for a close (app/trading.py), on a real database of each kind."""
+"""Reserving an open and claiming a position for a close (app/trading.py), on a real
+database of each kind."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from app import migrate, trading
 from app.database import Database, create_engine
+from app.errors import PositionAlreadyExists
+from app.instruments import Instrument
+from app.rules import AccountTerms, OrderPlan
+from app.sessions import ALWAYS
 from app.sql import Statement
 from tests.conftest import Service, signal
 
@@ -55,6 +62,52 @@ def test_of_two_closes_one_claims_and_the_other_finds_the_position_closing(
             await database.dispose()
 
     asyncio.run(scenario())
+
+
+def test_the_database_refuses_a_second_position_the_rules_let_through(service: Service) -> None:
+    """Invariant 1 is the partial unique index's, not the rules': an open whose rules did
+    not see the strategy's position (``decide`` ignores it here) is refused by the
+    position's insert, and leaves neither a position nor an order behind."""
+    strategy_id = opened_strategy(service)
+    (row,) = service.rows("SELECT account_id, event_id FROM orders")
+    instrument = Instrument(
+        "XAUUSD", "XAU/USD", Decimal("0.01"), Decimal("0.01"), None, Decimal(0), ALWAYS, None
+    )
+    plan = OrderPlan(instrument, "buy", Decimal(1), Decimal("2350.24"))
+    terms = AccountTerms(False, Decimal(1), Decimal(1), Decimal(0))
+    seen: list[bool] = []
+
+    def decide(_funds: object, has_open: bool) -> OrderPlan:
+        seen.append(has_open)
+        return plan
+
+    async def scenario() -> None:
+        database = Database(create_engine(service.database_url))
+        try:
+            with pytest.raises(PositionAlreadyExists):
+                async with database.transaction() as tx:
+                    await trading.reserve_open(
+                        tx,
+                        event_id=int(row["event_id"]),
+                        strategy_id=strategy_id,
+                        account_id=int(row["account_id"]),
+                        client_order_id="second-open",
+                        provider_position_id="p-2",
+                        direction="long",
+                        terms=terms,
+                        decide=decide,
+                        now=datetime(2026, 12, 7, tzinfo=UTC),
+                    )
+        finally:
+            await database.dispose()
+
+    asyncio.run(scenario())
+    assert seen == [True]  # the rules were told, and let it through all the same
+    (counts,) = service.rows(
+        "SELECT (SELECT count(*) FROM positions) AS positions,"
+        " (SELECT count(*) FROM orders) AS orders"
+    )
+    assert (counts["positions"], counts["orders"]) == (1, 1)
 
 
 def test_a_check_that_fails_after_the_claim_undoes_it(service: Service) -> None:
