@@ -122,13 +122,17 @@ class Legs:
         if attempt is None:
             return True
         base_free = await self._base_free(account.name, strategy.id)
+        intent = None
+        if base_free is None:  # a live venue's spot close checks its balance first
+            intent = await self._close_as_signalled(
+                run, strategy, attempt=attempt, account=account.name
+            )
         deadline = time.monotonic() + self._settings.duplicate_wait_seconds
-        while True:
+        while intent is None:
             try:
                 intent = await self._reserve_close(
                     run, strategy, attempt=attempt, account=account.name, base_free=base_free
                 )
-                break
             except LegBusy:
                 # An earlier event's order for this position is still at the broker.
                 if time.monotonic() > deadline:
@@ -136,14 +140,46 @@ class Legs:
                         "the position is still being opened or closed"
                     ) from None
                 await asyncio.sleep(POLL_SECONDS)
-        if intent is None:
-            if required:
-                raise PositionNotFound("the strategy has no open position")
-            return False
+                continue
+            if intent is None:
+                if required:
+                    raise PositionNotFound("the strategy has no open position")
+                return False
         await self._execution.execute(
             account.name, intent, timings=run.timings, pending=run.pending
         )
         return True
+
+    async def _close_as_signalled(
+        self, run: Run, strategy: strategies.Strategy, *, attempt: int, account: str
+    ) -> trading.OrderIntent | None:
+        """On PostgreSQL, the close of a position in the ticker its signal names, in an
+        open market: checked first, then claimed with its intent made, in one statement of
+        its own (:func:`trading.claim_and_reserve_close`). None, with nothing written, for
+        anything else (SQLite, an operator's close, no such position open, a market
+        closed): :meth:`_reserve_close` then claims first and checks after, so that the
+        answer follows the design's order of checks (no position before a closed market)."""
+        signal = run.parsed.signal
+        if signal is None or self._database.dialect.name != "postgresql":
+            return None
+        instrument = self._execution.instrument(account, signal.ticker)
+        now = self._clock()
+        if instrument is None or not instrument.sessions.is_open(now):
+            return None
+        async with self._database.autocommit(run.pending) as tx:
+            intent = await trading.claim_and_reserve_close(
+                tx,
+                strategy_id=strategy.id,
+                ticker=signal.ticker,
+                event_id=run.event_id,
+                account_id=run.integration.account_id,
+                client_order_id=client_order_id(run.dedupe_key, "c", attempt),
+                symbol=instrument.symbol,
+                now=now,
+            )
+        if intent is not None:
+            _note_quantity(run, intent.quantity)
+        return intent
 
     async def _base_free(self, account: str, strategy_id: int) -> Decimal | None:
         """On a live venue, the free balance of the asset a spot close would sell."""
@@ -185,12 +221,7 @@ class Legs:
                     f"the exchange holds {base_free} free to sell; the position is "
                     f"{position.quantity}"
                 )
-            signal = run.parsed.signal
-            if signal is not None and signal.quantity != position.quantity:
-                run.notes.append(
-                    f"signal quantity {signal.quantity} differs from the position's "
-                    f"{position.quantity}; closed the whole position"
-                )
+            _note_quantity(run, position.quantity)
             return await trading.reserve_close(
                 tx,
                 position,
@@ -201,6 +232,15 @@ class Legs:
                 symbol=instrument.symbol,
                 now=now,
             )
+
+
+def _note_quantity(run: Run, position_quantity: Decimal) -> None:
+    signal = run.parsed.signal
+    if signal is not None and signal.quantity != position_quantity:
+        run.notes.append(
+            f"signal quantity {signal.quantity} differs from the position's "
+            f"{position_quantity}; closed the whole position"
+        )
 
 
 def client_order_id(dedupe_key: str, leg: str, attempt: int) -> str:

@@ -10,6 +10,12 @@ The write path of one leg (open or close) is two transactions around the broker 
 2. :func:`app.reports.apply_report`: record the broker's answer; each fill is applied once
    (unique per order), moves the position and posts a balanced ledger transaction.
 
+On PostgreSQL, where each statement is a round trip, an open's position and intent are one
+statement, and a close checked before its claim (from the ticker its signal names) is
+claimed with its intent made in one statement outside a transaction
+(:func:`claim_and_reserve_close`; :mod:`app.intent_statements`); step 2 is mostly one
+statement too (:mod:`app.one_fill`).
+
 Locks, on PostgreSQL (SQLite has one writer at a time): a funds check locks the account
 row first (:func:`journal.lock_account`), so two processes cannot spend the same cash; a
 report locks its order and position rows first and moves the account's cash last, so the
@@ -37,8 +43,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import journal, schema, sql
 from app.errors import PositionAlreadyExists
-from app.opening import OPENING
-from app.rules import AccountTerms, Direction, Funds, OrderPlan, Side, short_collateral
+from app.intent_statements import CLOSING, OPENING
+from app.rules import (
+    AccountTerms,
+    Direction,
+    Funds,
+    OrderPlan,
+    Side,
+    short_collateral,
+    side_for,
+)
 from app.sql import Statement, Tx, UniqueViolation
 from app.values import value
 from app.workers import Worker
@@ -336,11 +350,55 @@ async def reserve_close(
         purpose="close",
         ticker=position.ticker,
         symbol=symbol,
-        side="sell" if position.direction == "long" else "buy",
+        side=side_for(position.direction, closing=True),
         quantity=position.quantity,
         reserved=ZERO,
         held=(position.quantity, position.cost),
         now=now,
+    )
+
+
+async def claim_and_reserve_close(
+    tx: Tx,
+    *,
+    strategy_id: int,
+    ticker: str,
+    event_id: int,
+    account_id: int,
+    client_order_id: str,
+    symbol: str,
+    now: datetime,
+) -> OrderIntent | None:
+    """PostgreSQL: :func:`claim_close` and :func:`reserve_close` in one statement on its own
+    (:data:`app.intent_statements.CLOSING`), for a position trading ``ticker``, which the
+    caller checked. None, with nothing written, when the strategy has no such position
+    ``open``: the caller then claims and checks in a transaction."""
+    row = await tx.first(
+        CLOSING,
+        strategy_id=strategy_id,
+        ticker=ticker,
+        event_id=event_id,
+        account_id=account_id,
+        client_order_id=client_order_id,
+        symbol=symbol,
+        long_side=side_for("long", closing=True),
+        short_side=side_for("short", closing=True),
+        now=now,
+    )
+    if row is None:
+        return None
+    order_id, position_id, side, quantity, cost = row
+    return OrderIntent(
+        order_id=order_id,
+        client_order_id=client_order_id,
+        account_id=account_id,
+        position_id=position_id,
+        purpose="close",
+        ticker=ticker,
+        symbol=symbol,
+        side=side,
+        quantity=quantity,
+        held=(quantity, cost),
     )
 
 

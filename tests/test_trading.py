@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app import migrate, trading
+from app import migrate, schema, sql, trading
 from app.database import Database, create_engine
 from app.errors import PositionAlreadyExists
 from app.instruments import Instrument
@@ -108,6 +108,65 @@ def test_the_database_refuses_a_second_position_the_rules_let_through(service: S
         " (SELECT count(*) FROM orders) AS orders"
     )
     assert (counts["positions"], counts["orders"]) == (1, 1)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_close_in_one_statement_claims_only_an_open_position_in_its_ticker(
+    service: Service,
+) -> None:
+    strategy_id = opened_strategy(service)  # 1 XAUUSD at 2350.00
+    (row,) = service.rows(
+        "SELECT positions.id AS id, orders.account_id, orders.event_id FROM positions, orders"
+    )
+    results: list[trading.OrderIntent | None] = []
+
+    async def scenario() -> None:
+        database = Database(create_engine(service.database_url))
+
+        async def close(ticker: str, client_order_id: str) -> None:
+            async with database.autocommit() as tx:
+                results.append(
+                    await trading.claim_and_reserve_close(
+                        tx,
+                        strategy_id=strategy_id,
+                        ticker=ticker,
+                        event_id=int(row["event_id"]),
+                        account_id=int(row["account_id"]),
+                        client_order_id=client_order_id,
+                        symbol="XAU/USD",
+                        now=datetime(2026, 12, 7, tzinfo=UTC),
+                    )
+                )
+
+        try:
+            await close("BTCUSDT", "c-1")  # not the position's ticker
+            async with database.transaction() as tx:  # an earlier event's close claims it
+                assert await trading.claim_close(tx, strategy_id) is not None
+            await close("XAUUSD", "c-2")  # closing, not open
+            async with database.transaction() as tx:  # that close gave it back
+                await sql.update_row(tx, schema.positions, int(row["id"]), status="open")
+            await close("XAUUSD", "c-3")
+        finally:
+            await database.dispose()
+
+    asyncio.run(scenario())
+    first, second, third = results
+    assert first is None
+    assert second is None
+    assert third is not None
+    assert (third.purpose, third.side, third.ticker, third.symbol) == (
+        "close",
+        "sell",
+        "XAUUSD",
+        "XAU/USD",
+    )
+    assert third.quantity == 1
+    assert third.held == (1, Decimal("2350.00"))
+    orders = service.rows("SELECT client_order_id, position_id, status FROM orders ORDER BY id")
+    assert [(o["client_order_id"], o["status"]) for o in orders][1:] == [("c-3", "pending")]
+    assert orders[1]["position_id"] == row["id"]
+    (position,) = service.rows("SELECT status FROM positions")
+    assert position["status"] == "closing"
 
 
 def test_a_check_that_fails_after_the_claim_undoes_it(service: Service) -> None:

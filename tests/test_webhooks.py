@@ -123,6 +123,23 @@ def test_close_with_another_quantity_closes_all_and_records_the_difference(
     assert "differs" in event["note"]
 
 
+def test_a_close_naming_another_ticker_closes_the_position_in_its_own(service: Service) -> None:
+    """The position decides what is sold, not the close's signal: on PostgreSQL the quick
+    close (one statement, checked by the signal's ticker) does not apply, and the close
+    claims and checks the position itself."""
+    service.send("SIGNAL_OPEN", signal())
+    close = signal(direction="SELL", ticker="BTCUSDT", quantity=10)
+    assert service.send("SIGNAL_CLOSE", close).status_code == 200
+    assert open_positions(service) == []
+    (order,) = service.rows(
+        "SELECT ticker, symbol, side, quantity, average_price FROM orders WHERE purpose = 'close'"
+    )
+    assert (order["ticker"], order["symbol"], order["side"]) == ("XAUUSD", "XAU/USD", "sell")
+    assert Decimal(order["quantity"]) == 10
+    assert Decimal(order["average_price"]) == Decimal("2350.00")
+    check_invariants(service, settled=True)
+
+
 def test_reopen_closes_and_opens_the_opposite_direction(service: Service) -> None:
     service.send("SIGNAL_OPEN", signal())
     response = service.send("SIGNAL_REOPEN", signal(direction="SELL", position_id="p2"))
