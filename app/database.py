@@ -265,6 +265,14 @@ class Database:
             flush=self.flush,
         )
 
+    def add_query_logger(self, callback: Callable[[Any], None]) -> None:
+        """PostgreSQL: ``callback`` for every statement the write path's connections send
+        (a delivery's statements, its transactions' BEGIN and COMMIT, the flush), one call
+        a round trip. A diagnostic: ``python -m app.bench.inprocess`` counts with it."""
+        if self.is_sqlite:
+            raise ValueError("SQLite's statements make no round trip")
+        self._postgres_pool().add_query_logger(callback)
+
     def _postgres_pool(self) -> ConnectionPool:
         if self._pool is None:
             self._pool = postgres.connection_pool(self.engine)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported when a PostgreSQL database is used: SQLite-only servers stay small
     import asyncpg
@@ -42,6 +42,7 @@ class ConnectionPool:
             collections.deque()
         )
         self._closed = False
+        self._query_loggers: list[Callable[[Any], None]] = []
 
     @property
     def size(self) -> int:
@@ -67,11 +68,22 @@ class ConnectionPool:
         else:
             self._open += 1
         try:
-            return await self._connect()
+            connection = await self._connect()
         except BaseException:
             self._open -= 1
             self._hand_on(None)
             raise
+        for logger in self._query_loggers:
+            connection.add_query_logger(logger)
+        return connection
+
+    def add_query_logger(self, callback: Callable[[Any], None]) -> None:
+        """asyncpg's query logger (called once for each statement a connection sends: a
+        round trip) on the connections idle now and on every one opened later. For
+        diagnostics: a connection in use now is not covered."""
+        self._query_loggers.append(callback)
+        for connection in self._idle:
+            connection.add_query_logger(callback)
 
     async def _wait(self) -> asyncpg.Connection | None:
         """Wait in line; a connection (or the right to open one: None) is handed over."""

@@ -52,13 +52,19 @@ async def drive(
     """Run the app's lifespan, send the warm-up and then the measured pairs; the figures of
     the measured part."""
     state: dict[str, Any] = {}
+    round_trips: list[int] | None = None
     async with _lifespan(app, state):
         await _send_pairs(app, state, target.pairs("warmup", warmup), concurrency=concurrency)
         measured = target.pairs("measured", pairs)
+        database = state["services"].database
+        if not database.is_sqlite:  # counted from here: every connection is idle now
+            round_trips = []
+            database.add_query_logger(lambda _query: round_trips.append(1))
         began, clock = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         statuses = await _send_pairs(app, state, measured, concurrency=concurrency)
         seconds = time.perf_counter() - clock
         ended = resource.getrusage(resource.RUSAGE_SELF)
+        counted = None if round_trips is None else len(round_trips)
     deliveries = 2 * pairs
     user = ended.ru_utime - began.ru_utime
     system = ended.ru_stime - began.ru_stime
@@ -71,6 +77,8 @@ async def drive(
         "user_us_per_delivery": round(user / deliveries * 1e6, 1),
         "system_us_per_delivery": round(system / deliveries * 1e6, 1),
         "statuses": {str(status): count for status, count in sorted(statuses.items())},
+        # PostgreSQL: the statements the write path sent, each a round trip (None: SQLite).
+        "round_trips_per_delivery": None if counted is None else round(counted / deliveries, 2),
     }
 
 
@@ -210,6 +218,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{figures['per_second']:,.0f}/s, {figures['cpu_us_per_delivery']:,.0f} us of CPU "
             f"per delivery ({figures['user_us_per_delivery']:,.0f} user, "
             f"{figures['system_us_per_delivery']:,.0f} system); answers {figures['statuses']}"
+            + (
+                ""
+                if figures["round_trips_per_delivery"] is None
+                else f"; {figures['round_trips_per_delivery']} round trips per delivery"
+            )
         )
     return 0 if figures["statuses"] == {"200": figures["deliveries"]} else 1
 
