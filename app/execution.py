@@ -21,7 +21,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TypeVar
 
-from app import inbox, journal, queries, reports, trading
+from app import inbox, intents, journal, queries, reports, trading
 from app.broker import Broker, OrderReport, OrderRequest
 from app.database import Database, Pending
 from app.errors import BrokerUnavailable, OrderRejected, ProtocolError, SignalbridgeError
@@ -84,7 +84,7 @@ class Execution:
     async def execute(
         self,
         account: str,
-        intent: trading.OrderIntent,
+        intent: intents.OrderIntent,
         *,
         timings: dict[str, float],
         pending: Pending,
@@ -134,7 +134,7 @@ class Execution:
         self,
         account: str,
         event_id: int,
-        purpose: trading.Purpose,
+        purpose: intents.Purpose,
         *,
         resuming: bool,
         pending: Pending,
@@ -150,19 +150,19 @@ class Execution:
         async with self._database.transaction(pending) as tx:
             unsettled = [
                 intent
-                for intent in await trading.pending_intents(tx, event_id=event_id)
+                for intent in await intents.pending_intents(tx, event_id=event_id)
                 if intent.purpose == purpose
             ]
         for intent in unsettled:
             await self.settle(intent, account=account, pending=pending)
         async with self._database.transaction(pending) as tx:
-            statuses = await trading.leg_orders(tx, event_id=event_id, purpose=purpose)
+            statuses = await intents.leg_orders(tx, event_id=event_id, purpose=purpose)
         if FILLED & set(statuses):
             return None
         return len(statuses) + 1
 
     async def settle(
-        self, intent: trading.OrderIntent, *, account: str, pending: Pending | None = None
+        self, intent: intents.OrderIntent, *, account: str, pending: Pending | None = None
     ) -> None:
         """Ask the broker what became of an intent and record it (unknown: raise 503)."""
         report = await self._lookup(self._brokers[account], intent)
@@ -190,10 +190,10 @@ class Execution:
             await broker.start()
             async with self._database.read() as connection:
                 account_id = await queries.account_id(connection, account)
-                intents = await trading.orphaned_intents(
+                orphaned = await intents.orphaned_intents(
                     connection, self._worker, account_id=account_id
                 )
-            for intent in intents:
+            for intent in orphaned:
                 await self.settle(intent, account=account)
             if broker.is_live:
                 await self._sync_with_venue(account, account_id)
@@ -230,9 +230,9 @@ class Execution:
             if account not in self._ready:
                 await self.prepare(account)
         async with self._database.read() as connection:
-            intents = await trading.orphaned_intents(connection, self._worker)
+            orphaned = await intents.orphaned_intents(connection, self._worker)
             names = await trading.account_names(connection)
-        for intent in intents:
+        for intent in orphaned:
             try:
                 await self.settle(intent, account=names[intent.account_id])
             except BrokerUnavailable:
@@ -284,7 +284,7 @@ class Execution:
         balances = await self._bounded(broker, broker.balances(), what="balance")
         return balances.get(asset, Decimal(0))
 
-    async def _lookup(self, broker: Broker, intent: trading.OrderIntent) -> OrderReport | None:
+    async def _lookup(self, broker: Broker, intent: intents.OrderIntent) -> OrderReport | None:
         return await self._bounded(
             broker,
             broker.fetch_order(intent.client_order_id, symbol=intent.symbol),
@@ -316,7 +316,7 @@ def _add(timings: dict[str, float], phase: str, seconds: float) -> None:
     timings[phase] = timings.get(phase, 0.0) + seconds * 1000
 
 
-def _rejected(intent: trading.OrderIntent, reason: str) -> OrderReport:
+def _rejected(intent: intents.OrderIntent, reason: str) -> OrderReport:
     return OrderReport(
         client_order_id=intent.client_order_id, broker_order_id="", status="rejected", reason=reason
     )

@@ -3,7 +3,7 @@
 Each round trip costs the service and the database CPU they share on one machine (README,
 Performance), and an open's are made while the account's row is locked, which every open
 on the account waits for. SQLite, whose statements take microseconds and no round trip,
-writes the same rows one by one (:mod:`app.trading`).
+writes the same rows one by one (:mod:`app.intents`).
 
 - :data:`OPENING` inserts an open's position and its order. The position's insert does
   nothing when the strategy has a position not closed (the partial unique index

@@ -1,8 +1,8 @@
 """The legs of a signal: opening and closing a strategy's position on its account's broker.
 
 Each leg runs the pure rules inside one transaction that also persists the order intent
-(:mod:`app.trading`), then hands the intent to :mod:`app.execution`. ``SIGNAL_REOPEN`` is a
-close leg, waited for, then an open leg.
+(:mod:`app.intents`, :mod:`app.trading`), then hands the intent to :mod:`app.execution`.
+``SIGNAL_REOPEN`` is a close leg, waited for, then an open leg.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from app import directory, strategies, trading
+from app import directory, intents, strategies, trading
 from app.database import Database, Pending
 from app.errors import BrokerUnavailable, InsufficientFunds, PositionNotFound, UnsupportedInstrument
 from app.execution import Execution, LegBusy
@@ -84,7 +84,7 @@ class Legs:
         now = self._clock()
         checks_started = time.perf_counter()
         async with self._database.transaction(run.pending) as tx:
-            intent = await trading.reserve_open(
+            intent = await intents.reserve_open(
                 tx,
                 event_id=run.event_id,
                 strategy_id=strategy.id,
@@ -152,10 +152,10 @@ class Legs:
 
     async def _close_as_signalled(
         self, run: Run, strategy: strategies.Strategy, *, attempt: int, account: str
-    ) -> trading.OrderIntent | None:
+    ) -> intents.OrderIntent | None:
         """On PostgreSQL, the close of a position in the ticker its signal names, in an
         open market: checked first, then claimed with its intent made, in one statement of
-        its own (:func:`trading.claim_and_reserve_close`). None, with nothing written, for
+        its own (:func:`intents.claim_and_reserve_close`). None, with nothing written, for
         anything else (SQLite, an operator's close, no such position open, a market
         closed): :meth:`_reserve_close` then claims first and checks after, so that the
         answer follows the design's order of checks (no position before a closed market)."""
@@ -167,7 +167,7 @@ class Legs:
         if instrument is None or not instrument.sessions.is_open(now):
             return None
         async with self._database.autocommit(run.pending) as tx:
-            intent = await trading.claim_and_reserve_close(
+            intent = await intents.claim_and_reserve_close(
                 tx,
                 strategy_id=strategy.id,
                 ticker=signal.ticker,
@@ -202,7 +202,7 @@ class Legs:
         attempt: int,
         account: str,
         base_free: Decimal | None,
-    ) -> trading.OrderIntent | None:
+    ) -> intents.OrderIntent | None:
         now = self._clock()
         async with self._database.transaction(run.pending) as tx:
             # Claimed first, in one statement; a check that fails below undoes the claim.
@@ -222,7 +222,7 @@ class Legs:
                     f"{position.quantity}"
                 )
             _note_quantity(run, position.quantity)
-            return await trading.reserve_close(
+            return await intents.reserve_close(
                 tx,
                 position,
                 event_id=run.event_id,

@@ -4,7 +4,8 @@
 store the delivery, authenticate, claim the dedupe key (a repeat gets the stored answer),
 route by type, run the rules, persist the intent, call the broker, record the outcome.
 The rules are pure (:mod:`app.rules`); the storage steps are :mod:`app.inbox`,
-:mod:`app.directory` and :mod:`app.trading`, each inside one transaction opened here.
+:mod:`app.directory`, :mod:`app.trading` and :mod:`app.intents`, each inside one transaction
+opened here.
 """
 
 from __future__ import annotations

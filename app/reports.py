@@ -1,6 +1,6 @@
 """A broker's answer about an order, recorded: its fills (each once), the ledger
 transaction of each, the order's final state, its position's book, and the account's cash,
-inside a transaction the caller owns (:mod:`app.trading` wrote the order's intent).
+inside a transaction the caller owns (:mod:`app.intents` wrote the order's intent).
 
 Locks, on PostgreSQL: the order and position rows first, so a report is applied once; the
 account's cash moves last, so the account row is held only from that update to the commit.
@@ -25,9 +25,9 @@ from sqlalchemy import bindparam, delete, select
 
 from app import journal, ledger, schema, sql
 from app.broker import Fill, OrderReport
+from app.intents import OrderIntent
 from app.one_fill import ONE_FILL
 from app.sql import Statement, Tx
-from app.trading import OrderIntent
 from app.values import value
 
 ZERO = Decimal(0)

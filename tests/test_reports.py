@@ -20,7 +20,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select, text
 
-from app import reports, trading
+from app import intents, reports, trading
 from app.broker import Fill, OrderReport, OrderStatus
 from app.database import Database, create_engine
 from app.sql import Statement
@@ -46,7 +46,7 @@ def close_in_reports(service: Service, quantity: int, *answers: OrderReport) -> 
     """Claim the open position for a close, then record each report of its order in a
     transaction of its own, as a re-run settling with the broker would."""
 
-    async def record(database: Database, intent: trading.OrderIntent) -> None:
+    async def record(database: Database, intent: intents.OrderIntent) -> None:
         for answer in answers:
             async with database.transaction() as tx:
                 await reports.apply_report(tx, intent, answer, now=AT)
@@ -57,7 +57,7 @@ def close_in_reports(service: Service, quantity: int, *answers: OrderReport) -> 
 def with_close_intent(
     service: Service,
     quantity: int,
-    then: Callable[[Database, trading.OrderIntent], Awaitable[None]],
+    then: Callable[[Database, intents.OrderIntent], Awaitable[None]],
 ) -> None:
     """Open a long of ``quantity``, claim it for a close and make the close's intent, as
     a close leg does; then ``then`` (on a database of its own)."""
@@ -69,7 +69,7 @@ def with_close_intent(
             async with database.transaction() as tx:
                 position = await trading.claim_close(tx, strategy_id)
                 assert position is not None
-                intent = await trading.reserve_close(
+                intent = await intents.reserve_close(
                     tx,
                     position,
                     event_id=event_id,
@@ -162,7 +162,7 @@ def fills_and_trades(service: Service) -> tuple[int, int]:
     return int(row["fills"]), int(row["trades"])
 
 
-async def alone(database: Database, intent: trading.OrderIntent, answer: OrderReport) -> bool:
+async def alone(database: Database, intent: intents.OrderIntent, answer: OrderReport) -> bool:
     """What a leg does with its broker's answer on PostgreSQL (``Execution.execute``)."""
     assert reports.applies_alone(database.dialect.name, intent, answer)
     async with database.autocommit() as tx:
@@ -170,9 +170,9 @@ async def alone(database: Database, intent: trading.OrderIntent, answer: OrderRe
 
 
 def test_only_one_fill_about_an_intent_just_made_is_recorded_alone(service: Service) -> None:
-    made: list[trading.OrderIntent] = []
+    made: list[intents.OrderIntent] = []
 
-    async def keep(_database: Database, intent: trading.OrderIntent) -> None:
+    async def keep(_database: Database, intent: intents.OrderIntent) -> None:
         made.append(intent)
 
     with_close_intent(service, 2, keep)
@@ -186,11 +186,11 @@ def test_only_one_fill_about_an_intent_just_made_is_recorded_alone(service: Serv
 
     (row,) = service.rows("SELECT event_id FROM orders WHERE purpose = 'close'")
 
-    async def read_back() -> list[trading.OrderIntent]:
+    async def read_back() -> list[intents.OrderIntent]:
         database = Database(create_engine(service.database_url))
         try:
             async with database.snapshot() as tx:
-                return await trading.pending_intents(tx, event_id=int(row["event_id"]))
+                return await intents.pending_intents(tx, event_id=int(row["event_id"]))
         finally:
             await database.dispose()
 
@@ -207,7 +207,7 @@ POSTGRESQL = pytest.mark.parametrize("database_url", ["postgresql"], indirect=Tr
 def test_a_fill_recorded_alone_writes_what_the_rows_would(service: Service) -> None:
     recorded: list[bool] = []
 
-    async def record(database: Database, intent: trading.OrderIntent) -> None:
+    async def record(database: Database, intent: intents.OrderIntent) -> None:
         recorded.append(
             await alone(database, intent, report("filled", fill("f-1", "2", "2400.00")))
         )
@@ -229,7 +229,7 @@ def test_a_fill_alone_on_rows_not_as_its_intent_left_them_writes_nothing(
     outcomes: list[bool] = []
     answer = report("filled", fill("f-1", "2", "2400.00"))
 
-    async def record(database: Database, intent: trading.OrderIntent) -> None:
+    async def record(database: Database, intent: intents.OrderIntent) -> None:
         # The position moved since the intent was made (a fill applied elsewhere).
         moved = dataclasses.replace(intent, held=(Decimal(3), Decimal(4700)))
         outcomes.append(await alone(database, moved, answer))
@@ -253,7 +253,7 @@ def test_a_fill_recorded_alone_twice_is_recorded_once(service: Service) -> None:
     outcomes: list[bool] = []
     first = report("pending", fill("f-1", "1", "2400.00"))
 
-    async def record(database: Database, intent: trading.OrderIntent) -> None:
+    async def record(database: Database, intent: intents.OrderIntent) -> None:
         outcomes.append(await alone(database, intent, first))
         # The order is still pending: only the fill's uniqueness stops a second posting.
         held_after = dataclasses.replace(intent, held=(Decimal(1), Decimal(2350)))
@@ -273,7 +273,7 @@ def test_a_fill_alone_waits_for_a_report_under_way_and_then_writes_nothing(
 ) -> None:
     outcomes: list[bool] = []
 
-    async def record(database: Database, intent: trading.OrderIntent) -> None:
+    async def record(database: Database, intent: intents.OrderIntent) -> None:
         waiting = asyncio.Event()
 
         async def report_under_way() -> None:

@@ -4,7 +4,7 @@ Revision ID: 0003
 Revises: 0002
 
 A re-run of an event (a redelivery after a 503, a replay) reads the orders its leg sent
-already (``trading.leg_orders``), on SQLite's writer. Without an index that was a read of
+already (``intents.leg_orders``), on SQLite's writer. Without an index that was a read of
 every order: 24 ms at 200,000 orders, during which no other delivery could write. With it,
 0.02 ms; it costs an order's insert a few microseconds.
 """
