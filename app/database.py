@@ -127,7 +127,7 @@ class Database:
                 yield connection
 
     def transaction(
-        self, pending: Pending | None = None
+        self, pending: Pending | None = None, *, locking_account: int | None = None
     ) -> contextlib.AbstractAsyncContextManager[Tx]:
         """One write transaction for the statements of :mod:`app.sql`.
 
@@ -137,10 +137,18 @@ class Database:
         that must follow its writes (a broker call, an answer). A delivery's writes
         thus share one wait for the disk, where each used to wait on its own. On
         PostgreSQL each transaction commits as it ends.
+
+        ``locking_account``: on PostgreSQL the transaction begins with that account's
+        row locked (:func:`app.journal.lock_account`'s lock), in BEGIN's round trip, and
+        its ``Tx.locked_account`` says so; no savepoint can be taken in it (asyncpg
+        refuses one in a transaction it did not begin). On SQLite every write transaction
+        holds the database's one write lock already.
         """
         if self.is_sqlite:
             return _SqliteTransaction(self, pending, savepoint=True)
-        return self._postgres_transaction(pending, transaction=True, writes=True)
+        return self._postgres_transaction(
+            pending, transaction=True, writes=True, locking_account=locking_account
+        )
 
     def autocommit(
         self, pending: Pending | None = None
@@ -254,7 +262,12 @@ class Database:
         await self._flusher.flush()
 
     def _postgres_transaction(
-        self, pending: Pending | None, *, transaction: bool, writes: bool
+        self,
+        pending: Pending | None,
+        *,
+        transaction: bool,
+        writes: bool,
+        locking_account: int | None = None,
     ) -> postgres.PostgresTransaction:
         return postgres.PostgresTransaction(
             self._postgres_pool(),
@@ -263,6 +276,7 @@ class Database:
             transaction=transaction,
             writes=writes,
             flush=self.flush,
+            locking_account=locking_account,
         )
 
     def add_query_logger(self, callback: Callable[[Any], None]) -> None:

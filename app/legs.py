@@ -83,7 +83,10 @@ class Legs:
         direction: Direction = "long" if signal.direction == "BUY" else "short"
         now = self._clock()
         checks_started = time.perf_counter()
-        async with self._database.transaction(run.pending) as tx:
+        # Locked as the transaction begins: the funds are read under the account's lock.
+        async with self._database.transaction(
+            run.pending, locking_account=run.integration.account_id
+        ) as tx:
             intent = await intents.reserve_open(
                 tx,
                 event_id=run.event_id,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app import journal
 from app.pool import ConnectionPool
 from app.sql import PostgresTx, Tx
 
@@ -135,9 +136,11 @@ class PostgresTransaction:
     in its ``pending``, or without one flushes before it returns."""
 
     __slots__ = (
+        "_begun",
         "_connection",
         "_dialect",
         "_flush",
+        "_locking_account",
         "_pending",
         "_pool",
         "_transaction",
@@ -154,6 +157,7 @@ class PostgresTransaction:
         transaction: bool,
         writes: bool,
         flush: Callable[[], Awaitable[None]],
+        locking_account: int | None = None,
     ) -> None:
         self._pool = pool
         self._dialect = dialect
@@ -161,19 +165,27 @@ class PostgresTransaction:
         self._pending = pending
         self._wants_transaction = transaction
         self._writes = writes
+        self._locking_account = locking_account
         self._transaction: asyncpg.transaction.Transaction | None = None
+        self._begun = False  # by our own BEGIN (with an account's lock), not asyncpg's
 
     async def __aenter__(self) -> Tx:
         pool = self._pool
         self._connection = connection = await pool.acquire()
+        tx = PostgresTx(connection, self._dialect)
         if self._wants_transaction:
             try:
-                self._transaction = connection.transaction()
-                await self._transaction.start()
+                if self._locking_account is None:
+                    self._transaction = connection.transaction()
+                    await self._transaction.start()
+                else:  # BEGIN and the lock in one round trip
+                    await connection.execute(journal.begin_locking(self._locking_account))
+                    self._begun = True
+                    tx.locked_account = self._locking_account
             except BaseException:
                 pool.release(connection, reusable=False)
                 raise
-        return PostgresTx(connection, self._dialect)
+        return tx
 
     async def __aexit__(self, kind: type[BaseException] | None, *_exc: object) -> None:
         # Cancelled (or stopped) inside the block: the connection may be mid-statement.
@@ -184,13 +196,16 @@ class PostgresTransaction:
                     await self._transaction.commit()
                 else:
                     await self._transaction.rollback()
+            elif self._begun:
+                await self._connection.execute("COMMIT" if kind is None else "ROLLBACK")
         except BaseException:
             reusable = False
             raise
         finally:
             # Still in a transaction (a failed rollback): closed by the pool, not reused.
             self._pool.release(self._connection, reusable=reusable)
-        if not self._writes or (kind is not None and self._transaction is not None):
+        in_transaction = self._transaction is not None or self._begun
+        if not self._writes or (kind is not None and in_transaction):
             return  # read only, or rolled back: nothing of it to flush
         if self._pending is not None:
             self._pending.flush_with(self._flush)

@@ -168,6 +168,9 @@ class Tx:
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
+        # PostgreSQL: the account whose row the transaction locked as it began (see
+        # app.database.Database.transaction), so that a funds check need not lock it again.
+        self.locked_account: int | None = None
 
     async def rows(self, statement: Statement, **params: Any) -> list[Row]:
         raise NotImplementedError

@@ -49,10 +49,10 @@ class OpenPosition:
 # exact text would be floating point): the pending orders' reservations, the costs of the
 # account's positions not closed, and the strategy's own position not closed, if any
 # (through the partial index of those: see _POSITION_OF). One statement, not two: on
-# PostgreSQL every open on the account waits while the account's lock is held for it.
-# On SQLite it reads the account's cash too, where PostgreSQL takes the row's lock for it
-# first (a lock inside the statement would come after its snapshot was taken).
-def _committed(dialect: str) -> CompoundSelect[tuple[Decimal, str]]:
+# PostgreSQL every open on the account waits while the account's lock is held for it. And
+# the account's cash, read after the row's lock was taken by a statement before it (a lock
+# inside this statement would come after its snapshot was taken, and see a stale cash).
+def _committed(_dialect: str) -> CompoundSelect[tuple[Decimal, str]]:
     parts = [
         select(schema.orders.c.reserved, literal("reserved")).where(
             schema.orders.c.account_id == bindparam("account_id"),
@@ -64,13 +64,12 @@ def _committed(dialect: str) -> CompoundSelect[tuple[Decimal, str]]:
         select(schema.positions.c.cost, literal("strategy")).where(
             schema.positions.c.strategy_id == bindparam("strategy_id"), schema.OPEN_POSITION
         ),
+        # Read after the account's lock (on PostgreSQL a statement of its own, or BEGIN's):
+        # the cash as the last decision on the account left it.
+        select(schema.accounts.c.cash, literal("cash")).where(
+            schema.accounts.c.id == bindparam("account_id")
+        ),
     ]
-    if dialect == "sqlite":
-        parts.append(
-            select(schema.accounts.c.cash, literal("cash")).where(
-                schema.accounts.c.id == bindparam("account_id")
-            )
-        )
     return union_all(*parts)
 
 
@@ -86,12 +85,14 @@ async def funds(
     venue_cash: Decimal | None = None,
 ) -> tuple[Funds, bool]:
     """The account's funds as the rules see them (see :mod:`app.rules`), its row locked
-    (:func:`journal.lock_account`; on SQLite the write transaction holds the database's
-    one write lock), and whether the strategy has a position not closed. ``venue_cash``,
-    a live venue's free balance, stands in for the ledger's cash where given."""
+    (:func:`journal.lock_account`, unless the transaction began with it locked:
+    ``Database.transaction(locking_account=...)``; on SQLite the write transaction holds
+    the database's one write lock), and whether the strategy has a position not closed.
+    ``venue_cash``, a live venue's free balance, stands in for the ledger's cash where
+    given."""
     ledger_cash: Decimal | None = None
-    if tx.dialect.name == "postgresql":
-        ledger_cash = await journal.lock_account(tx, account_id)
+    if tx.dialect.name == "postgresql" and tx.locked_account != account_id:
+        await journal.lock_account(tx, account_id)
     reserved = collateral = equity_at_cost = ZERO
     has_open = False
     rows = await tx.rows(_COMMITTED, account_id=account_id, strategy_id=strategy_id)
