@@ -136,7 +136,6 @@ class PostgresTransaction:
     in its ``pending``, or without one flushes before it returns."""
 
     __slots__ = (
-        "_begun",
         "_connection",
         "_dialect",
         "_flush",
@@ -165,9 +164,9 @@ class PostgresTransaction:
         self._pending = pending
         self._wants_transaction = transaction
         self._writes = writes
-        self._locking_account = locking_account
+        # A transaction begun by a BEGIN of our own, with the account's lock, not asyncpg's.
+        self._locking_account = locking_account if transaction else None
         self._transaction: asyncpg.transaction.Transaction | None = None
-        self._begun = False  # by our own BEGIN (with an account's lock), not asyncpg's
 
     async def __aenter__(self) -> Tx:
         pool = self._pool
@@ -180,7 +179,6 @@ class PostgresTransaction:
                     await self._transaction.start()
                 else:  # BEGIN and the lock in one round trip
                     await connection.execute(journal.begin_locking(self._locking_account))
-                    self._begun = True
                     tx.locked_account = self._locking_account
             except BaseException:
                 pool.release(connection, reusable=False)
@@ -196,7 +194,7 @@ class PostgresTransaction:
                     await self._transaction.commit()
                 else:
                     await self._transaction.rollback()
-            elif self._begun:
+            elif self._locking_account is not None:
                 await self._connection.execute("COMMIT" if kind is None else "ROLLBACK")
         except BaseException:
             reusable = False
@@ -204,8 +202,7 @@ class PostgresTransaction:
         finally:
             # Still in a transaction (a failed rollback): closed by the pool, not reused.
             self._pool.release(self._connection, reusable=reusable)
-        in_transaction = self._transaction is not None or self._begun
-        if not self._writes or (kind is not None and in_transaction):
+        if not self._writes or (kind is not None and self._wants_transaction):
             return  # read only, or rolled back: nothing of it to flush
         if self._pending is not None:
             self._pending.flush_with(self._flush)
