@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import CompoundSelect, bindparam, literal, select, union_all, update
+from sqlalchemy import bindparam, literal, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import journal, schema, sql
@@ -52,8 +52,8 @@ class OpenPosition:
 # PostgreSQL every open on the account waits while the account's lock is held for it. And
 # the account's cash, read after the row's lock was taken by a statement before it (a lock
 # inside this statement would come after its snapshot was taken, and see a stale cash).
-def _committed(_dialect: str) -> CompoundSelect[tuple[Decimal, str]]:
-    parts = [
+_COMMITTED = Statement(
+    union_all(
         select(schema.orders.c.reserved, literal("reserved")).where(
             schema.orders.c.account_id == bindparam("account_id"),
             schema.PENDING_ORDER,
@@ -69,11 +69,8 @@ def _committed(_dialect: str) -> CompoundSelect[tuple[Decimal, str]]:
         select(schema.accounts.c.cash, literal("cash")).where(
             schema.accounts.c.id == bindparam("account_id")
         ),
-    ]
-    return union_all(*parts)
-
-
-_COMMITTED = Statement(_committed)
+    )
+)
 
 
 async def funds(
