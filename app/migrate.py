@@ -1,15 +1,23 @@
-"""Apply the schema migrations to the service's database (``signalbridge migrate`` or
+"""Bring the service's database to the schema of this build (``signalbridge migrate`` or
 start-up with ``migrate_on_start``).
 
 A database already at :data:`HEAD` is left alone without loading Alembic: importing and
-running it took about a tenth of a second of every start-up."""
+running it took about a tenth of a second of every start-up. A new database (no tables at
+all) is built from the declared schema (:mod:`app.schema`: ``create_all``, its triggers
+included) and stamped at :data:`HEAD`, as Alembic's cookbook suggests ("building an up to
+date database from scratch"): one statement a table and index, without Alembic's import and
+its steps through each revision, which were most of a new database's migration (0.28 to
+0.36 s on PostgreSQL against 0.11 s; 0.12 to 0.15 s on SQLite against 0.02 s). Tests keep
+the two ways to the same schema. Any other database (an earlier revision) goes through the
+migrations.
+"""
 
 from __future__ import annotations
 
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app import workers
+from app import schema, workers
 
 HEAD = "0003"  # the newest revision in app/migrations/versions (a test keeps them in step)
 
@@ -24,13 +32,37 @@ def _upgrade(connection: Connection) -> None:
     command.upgrade(config, "head")
 
 
+def _create(connection: Connection) -> None:
+    """The declared schema on an empty database, stamped at HEAD in the table Alembic keeps
+    (as Alembic itself makes it), so later migrations start from there."""
+    schema.metadata.create_all(connection)
+    connection.execute(
+        text(
+            "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+            "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+        )
+    )
+    connection.execute(
+        text("INSERT INTO alembic_version (version_num) VALUES (:head)"), {"head": HEAD}
+    )
+
+
+def _is_empty(connection: Connection) -> bool:
+    return not inspect(connection).get_table_names()
+
+
 async def upgrade(engine: AsyncEngine) -> None:
     """Bring the schema to the newest version. Processes starting together on PostgreSQL
     take turns (an advisory lock to the end of the migration's transaction): the first
     migrates, the others then find the schema current."""
     async with engine.begin() as connection:
         await workers.lock_setup(connection)
-        if await revisions(connection) != [HEAD]:
+        found = await revisions(connection)
+        if found == [HEAD]:
+            return
+        if not found and await connection.run_sync(_is_empty):
+            await connection.run_sync(_create)
+        else:
             await connection.run_sync(_upgrade)
 
 

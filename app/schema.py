@@ -1,5 +1,6 @@
-"""The tables (SQLAlchemy Core). Migrations in ``app/migrations`` create them; this module
-describes them for queries.
+"""The tables (SQLAlchemy Core): what queries are written against, and the schema a new
+database is built from (:mod:`app.migrate`: ``metadata.create_all`` with the triggers
+below); the migrations in ``app/migrations`` bring an existing database to it.
 
 The invariants the database itself enforces:
 
@@ -13,9 +14,12 @@ The invariants the database itself enforces:
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     Boolean,
     Column,
+    Connection,
     ForeignKey,
     Index,
     Integer,
@@ -25,6 +29,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    event,
     false,
     text,
 )
@@ -271,3 +276,28 @@ postings = Table(
     Column("quantity", ExactDecimal),
     Index("postings_account", "account_id", "transaction_id"),
 )
+
+
+# The ledger is append-only in both databases: the triggers migration 0001 made, declared
+# here for a new database (0001 keeps its own text, as history; a test compares the two).
+APPEND_ONLY_MESSAGE = "the ledger is append-only"
+
+
+@event.listens_for(metadata, "after_create")
+def _append_only(_metadata: MetaData, connection: Connection, **_options: Any) -> None:
+    postgresql = connection.dialect.name == "postgresql"
+    if postgresql:
+        connection.exec_driver_sql(
+            "CREATE FUNCTION signalbridge_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$ BEGIN RAISE EXCEPTION '{APPEND_ONLY_MESSAGE}'; END $$"
+        )
+    for table in (ledger_transactions, postings):
+        for action in ("UPDATE", "DELETE"):
+            trigger = (
+                f"CREATE TRIGGER {table.name}_no_{action.lower()} BEFORE {action} ON {table.name}"
+            )
+            connection.exec_driver_sql(
+                f"{trigger} FOR EACH ROW EXECUTE FUNCTION signalbridge_append_only()"
+                if postgresql
+                else f"{trigger} BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY_MESSAGE}'); END"
+            )

@@ -213,7 +213,7 @@ async def _postgres_fetch(
         await connection.close()
 
 
-async def _postgres_admin(sql: str) -> None:
+async def postgres_admin(sql: str) -> None:
     assert POSTGRES_URL is not None
     connection = await asyncpg.connect(POSTGRES_URL.replace("+asyncpg", ""))
     try:
@@ -240,11 +240,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         return
     server = postgres_url()
     name = f"signalbridge_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_postgres_admin(f"CREATE DATABASE {name}"))
+    asyncio.run(postgres_admin(f"CREATE DATABASE {name}"))
     try:
         yield server.rsplit("/", 1)[0] + f"/{name}"
     finally:
-        asyncio.run(_postgres_admin(f"DROP DATABASE {name} WITH (FORCE)"))
+        asyncio.run(postgres_admin(f"DROP DATABASE {name} WITH (FORCE)"))
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -23,6 +24,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, DateTime, Insert, bindparam, select, text
 from sqlalchemy.exc import StatementError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 import app.database
 from app import migrate, schema, sql
@@ -34,6 +36,7 @@ from app.database import (
     insert_id,
     update_row,
 )
+from tests.conftest import postgres_admin
 
 
 @pytest.fixture
@@ -126,6 +129,19 @@ async def test_migrations_are_idempotent(database: Database) -> None:
     assert version == migrate.HEAD
 
 
+def _alembic_to(revision: str) -> Callable[[Connection], None]:
+    """Alembic's own upgrade to ``revision``, whatever the database holds (a new database is
+    otherwise built from the declaration, not migrated)."""
+
+    def upgrade(connection: Connection) -> None:
+        config = Config()
+        config.set_main_option("script_location", "app:migrations")
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+    return upgrade
+
+
 @pytest.mark.anyio
 async def test_the_migrations_build_the_schema_the_code_declares(database_url: str) -> None:
     """Every table, column and index of ``app.schema`` (the partial indexes of 0002 among
@@ -133,7 +149,8 @@ async def test_the_migrations_build_the_schema_the_code_declares(database_url: s
     differs from the declaration, is a difference here."""
     engine = create_engine(database_url)
     try:
-        await migrate.upgrade(engine)
+        async with engine.begin() as connection:
+            await connection.run_sync(_alembic_to("head"))
         async with engine.connect() as connection:
             differences = await connection.run_sync(
                 lambda sync: compare_metadata(MigrationContext.configure(sync), schema.metadata)
@@ -144,22 +161,108 @@ async def test_the_migrations_build_the_schema_the_code_declares(database_url: s
 
 
 @pytest.mark.anyio
+async def test_a_new_database_is_built_as_the_migrations_build_it(database_url: str) -> None:
+    """A new database is built from the declaration (``create_all``, the ledger's triggers,
+    the revision stamped), not migrated. Both ways end at the same catalog: every table's
+    definition, column, index, constraint, trigger and function, as the database itself
+    reports them (on SQLite the stored CREATE statements, compared as text); and Alembic
+    finds the new database at HEAD."""
+    built, migrated = database_url, await _another_database(database_url)
+    try:
+        engine = create_engine(built)
+        try:
+            await migrate.upgrade(engine)
+            async with engine.connect() as connection:
+                revision = await connection.run_sync(
+                    lambda sync: MigrationContext.configure(sync).get_current_revision()
+                )
+                built_catalog = await _catalog(connection)
+        finally:
+            await engine.dispose()
+        engine = create_engine(migrated)
+        try:
+            async with engine.begin() as connection:
+                await connection.run_sync(_alembic_to("head"))
+            async with engine.connect() as connection:
+                migrated_catalog = await _catalog(connection)
+        finally:
+            await engine.dispose()
+    finally:
+        await _drop_database(migrated)
+    assert revision == migrate.HEAD
+    assert any("append_only" in str(row) or "append-only" in str(row) for row in built_catalog)
+    assert built_catalog == migrated_catalog
+
+
+async def _another_database(url: str) -> str:
+    """A second empty database beside ``url``'s."""
+    if url.startswith("sqlite"):
+        return url.replace(".db", "-second.db")
+    name = f"signalbridge_test_{uuid.uuid4().hex[:12]}"
+    await postgres_admin(f"CREATE DATABASE {name}")
+    return url.rsplit("/", 1)[0] + f"/{name}"
+
+
+async def _drop_database(url: str) -> None:
+    if not url.startswith("sqlite"):
+        await postgres_admin(f"DROP DATABASE {url.rsplit('/', 1)[1]} WITH (FORCE)")
+
+
+_SQLITE_CATALOG = "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name"
+_POSTGRES_CATALOG = [
+    "SELECT table_name, column_name, ordinal_position, data_type, character_maximum_length,"
+    " numeric_precision, numeric_scale, is_nullable, column_default"
+    " FROM information_schema.columns WHERE table_schema = 'public' ORDER BY 1, 3",
+    "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
+    " ORDER BY 1, 2",
+    "SELECT conrelid::regclass::text, conname, contype, pg_get_constraintdef(oid)"
+    " FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2",
+    "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1",
+    "SELECT proname, prosrc FROM pg_proc WHERE pronamespace = 'public'::regnamespace ORDER BY 1",
+    "SELECT sequencename, data_type, increment_by FROM pg_sequences"
+    " WHERE schemaname = 'public' ORDER BY 1",
+]
+
+
+async def _catalog(connection: AsyncConnection) -> list[tuple[object, ...]]:
+    if connection.dialect.name == "sqlite":
+        rows = (await connection.execute(text(_SQLITE_CATALOG))).all()
+        return [(kind, name, table, _definition(sql)) for kind, name, table, sql in rows]
+    found: list[tuple[object, ...]] = []
+    for query in _POSTGRES_CATALOG:
+        found += [tuple(row) for row in (await connection.execute(text(query))).all()]
+    return found
+
+
+def _definition(sql: str | None) -> tuple[str, ...]:
+    """A stored CREATE statement as its head, its tail and its list's items (columns,
+    constraints), whitespace aside; the items sorted, as their order means nothing
+    (``create_all`` puts a table's UNIQUE before its FOREIGN KEY, Alembic after)."""
+    if sql is None:  # an index SQLite made for a constraint
+        return ()
+    head, _, rest = " ".join(sql.split()).partition("(")
+    body, _, tail = rest.rpartition(")")
+    items, depth, start = [], 0, 0
+    for index, character in enumerate(body):
+        depth += {"(": 1, ")": -1}.get(character, 0)
+        if character == "," and depth == 0:
+            items.append(body[start:index].strip())
+            start = index + 1
+    items.append(body[start:].strip())
+    return (head.strip(), tail.strip(), *sorted(items))
+
+
+@pytest.mark.anyio
 async def test_a_database_of_the_first_schema_upgrades_to_head_and_keeps_its_rows(
     database_url: str,
 ) -> None:
     """A database an earlier release migrated (0001), with rows in it, reaches HEAD with
     its rows and the schema the code declares."""
 
-    def to_first(connection: Connection) -> None:
-        config = Config()
-        config.set_main_option("script_location", "app:migrations")
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0001")
-
     engine = create_engine(database_url)
     try:
         async with engine.begin() as connection:
-            await connection.run_sync(to_first)
+            await connection.run_sync(_alembic_to("0001"))
             await connection.execute(
                 schema.users.insert().values(id=1, email="a@b.c", created_at=_now())
             )
@@ -188,7 +291,8 @@ def test_head_names_the_newest_migration() -> None:
 
 @pytest.mark.anyio
 async def test_a_current_database_is_left_alone_without_alembic(database_url: str) -> None:
-    """An empty database is migrated; start-up on a migrated one does not import Alembic."""
+    """An empty database is built, and start-up on a built one goes on, without importing
+    Alembic."""
     engine = create_engine(database_url)
     try:
         async with engine.connect() as connection:
@@ -204,6 +308,7 @@ async def test_a_current_database_is_left_alone_without_alembic(database_url: st
         "from app.database import create_engine\n"
         "async def main():\n"
         f"    engine = create_engine({database_url!r})\n"
+        "    await migrate.upgrade(engine)\n"
         "    await migrate.upgrade(engine)\n"
         "    await engine.dispose()\n"
         "asyncio.run(main())\n"
