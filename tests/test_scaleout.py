@@ -1,6 +1,6 @@
 """Several server processes on one PostgreSQL database keep every guarantee of one.
 
-Real ``signalbridge serve`` processes on loopback ports, one fresh PostgreSQL database per
+Real ``signalbridge serve`` processes on loopback ports, one PostgreSQL database without rows per
 test. What decides a race between processes is the database: the inbox's unique key, the
 partial unique index on open positions, the account row's lock; and which process is alive
 is its advisory lock.
@@ -214,8 +214,20 @@ def test_a_process_that_loses_its_liveness_lock_stops(
     assert "lost its liveness lock" in server.log.read_text()
 
 
-@POSTGRESQL
-def test_serve_workers_runs_several_processes_that_answer(processes: Processes) -> None:
+@pytest.mark.parametrize("empty_database_url", ["postgresql"], indirect=True)
+def test_serve_workers_runs_several_processes_that_answer(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    """On an empty database: the workers start together, and one builds the schema while
+    the other waits its turn."""
+    processes = Processes(empty_database_url, tmp_path)
+    try:
+        _serve_two_workers(processes)
+    finally:
+        processes.stop_all()
+
+
+def _serve_two_workers(processes: Processes) -> None:
     server = processes.start(arguments=("--workers", "2"))
     service = processes.service(server)
     poll("both workers register", lambda: len(service.rows("SELECT pid FROM workers")) == 2)
