@@ -28,11 +28,13 @@ from sqlalchemy import (
     Numeric,
     String,
     bindparam,
+    case,
     cast,
     exists,
     func,
     insert,
     literal,
+    null,
     select,
     true,
     type_coerce,
@@ -154,7 +156,8 @@ def _one_fill(_dialect: str) -> ClauseElement:
         )
         .cte("ordered")
     )
-    # opened_at, closed_at and attention are set only when given, as update_row would.
+    # opened_at, closed_at and attention are set only when given, as update_row would;
+    # a closed position's attention is cleared (app.reports._settled).
     positioned = (
         update(positions)
         .where(positions.c.id == position_id, is_new)
@@ -166,7 +169,10 @@ def _one_fill(_dialect: str) -> ClauseElement:
             + amount("realized_delta"),
             opened_at=func.coalesce(moment("opened_at"), positions.c.opened_at),
             closed_at=func.coalesce(moment("closed_at"), positions.c.closed_at),
-            attention=func.coalesce(text("attention"), positions.c.attention),
+            attention=case(
+                (text("position_status") == "closed", null()),
+                else_=func.coalesce(text("attention"), positions.c.attention),
+            ),
         )
         .cte("positioned")
     )

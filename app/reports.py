@@ -182,7 +182,9 @@ def _settled(
         if filled < intent.quantity:
             position["attention"] = f"partially filled: {filled} of {intent.quantity}"
     elif book.quantity == 0:
-        position |= {"status": "closed", "closed_at": now}
+        # Every flag describes a position still open (a partial fill, what the venue
+        # holds, a strategy disabled with it open): a closed one needs no attention.
+        position |= {"status": "closed", "closed_at": now, "attention": None}
     else:
         position["status"] = "open"
         if filled:

@@ -133,11 +133,33 @@ def test_a_close_reported_in_parts_applies_each_fill_once(service: Service) -> N
 
     assert close_order(service) == ("filled", Decimal(2), Decimal("2.00"))
     # Realized (fees are booked apart): (2400 - 2350) + (2300 - 2350). The first report's
-    # flag stays on the closed position, as it did before the one-statement form.
-    assert position(service) == ("closed", 0, 0, "close partially filled: 1 still open")
+    # flag (1 still open) went with the position's close.
+    assert position(service) == ("closed", 0, 0, None)
     assert [quantity for _, quantity in trades(service)] == [1, 1]
     book = check_invariants(service, settled=True)
     assert Decimal(book["balance"]) == Decimal(100000) - 4700 - Decimal("0.47") + 4700 - 2
+
+
+def test_a_close_finished_by_a_report_of_one_fill_clears_the_partial_flag(
+    service: Service,
+) -> None:
+    """The last report names only the fill that finishes the close: on PostgreSQL the
+    one-statement form writes it, and clears the flag the first report left as well."""
+    first, second = fill("f-1", "1", "2400.00"), fill("f-2", "1", "2300.00")
+    partly: list[str | None] = []
+
+    async def record(database: Database, intent: intents.OrderIntent) -> None:
+        async with database.transaction() as tx:
+            await reports.apply_report(tx, intent, report("pending", first), now=AT)
+        partly.append((await asyncio.to_thread(position, service))[3])
+        async with database.transaction() as tx:
+            await reports.apply_report(tx, intent, report("filled", second), now=AT)
+
+    with_close_intent(service, 2, record)
+
+    assert partly == ["close partially filled: 1 still open"]
+    assert position(service) == ("closed", 0, 0, None)
+    check_invariants(service, settled=True)
 
 
 def test_several_fills_in_one_report_are_each_posted(service: Service) -> None:
