@@ -197,15 +197,14 @@ def _migrate(_arguments: argparse.Namespace, settings: Settings) -> int:
     from app import migrate
     from app.database import create_engine
 
-    async def run() -> None:
+    async def run() -> str:
         engine = create_engine(settings.database_url)
         try:
-            await migrate.upgrade(engine)
+            return await migrate.upgrade(engine)
         finally:
             await engine.dispose()
 
-    asyncio.run(run())
-    print("migrations applied")
+    print(asyncio.run(run()))
     return 0
 
 

@@ -51,19 +51,21 @@ def _is_empty(connection: Connection) -> bool:
     return not inspect(connection).get_table_names()
 
 
-async def upgrade(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest version. Processes starting together on PostgreSQL
-    take turns (an advisory lock to the end of the migration's transaction): the first
-    migrates, the others then find the schema current."""
+async def upgrade(engine: AsyncEngine) -> str:
+    """Bring the schema to the newest version; what was done, in words (``signalbridge
+    migrate`` prints it). Processes starting together on PostgreSQL take turns (an advisory
+    lock to the end of the migration's transaction): the first migrates, the others then
+    find the schema current."""
     async with engine.begin() as connection:
         await workers.lock_setup(connection)
         found = await revisions(connection)
         if found == [HEAD]:
-            return
+            return f"the schema is current (revision {HEAD})"
         if not found and await connection.run_sync(_is_empty):
             await connection.run_sync(_create)
-        else:
-            await connection.run_sync(_upgrade)
+            return f"a new database: the schema built at revision {HEAD}"
+        await connection.run_sync(_upgrade)
+        return f"migrated from revision {', '.join(found) or 'none'} to {HEAD}"
 
 
 async def revisions(connection: AsyncConnection) -> list[str]:

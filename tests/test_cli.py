@@ -6,9 +6,11 @@ import json
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from app import migrate
 from app.cli import main
 from tests.conftest import CONFIG, Service
 
@@ -97,3 +99,19 @@ def test_serving_does_not_import_the_http_client() -> None:
         [sys.executable, "-c", check], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+def test_migrate_says_what_it_did(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SIGNALBRIDGE_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/new.db")
+    said = []
+    for _ in range(2):
+        assert main(["--config", str(CONFIG), "migrate"]) == 0
+        said.append(capsys.readouterr().out.strip())
+
+    assert (tmp_path / "new.db").exists()
+    assert said == [
+        f"a new database: the schema built at revision {migrate.HEAD}",
+        f"the schema is current (revision {migrate.HEAD})",
+    ]
