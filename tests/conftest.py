@@ -325,7 +325,8 @@ async def _emptied(url: str) -> bool:
 
 
 async def _schema_of(connection: asyncpg.Connection) -> str:
-    """The database's revision, columns, indexes, constraints and triggers, as one text."""
+    """The database's revision, columns, indexes, constraints, triggers and functions, as
+    one text."""
     parts = await connection.fetch(
         "SELECT string_agg(x, E'\\n' ORDER BY x) FROM ("
         " SELECT version_num AS x FROM alembic_version"
@@ -335,6 +336,8 @@ async def _schema_of(connection: asyncpg.Connection) -> str:
         " UNION ALL SELECT pg_get_constraintdef(oid) || conname FROM pg_constraint"
         "  WHERE connamespace = 'public'::regnamespace"
         " UNION ALL SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal"
+        " UNION ALL SELECT proname || prosrc FROM pg_proc"
+        "  WHERE pronamespace = 'public'::regnamespace"
         ") AS catalog"
     )
     return str(parts[0][0])
