@@ -245,20 +245,19 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path}/signalbridge.db"
         return
-    server = postgres_url()
+    postgres_url()
     name = _SPARE_DATABASES.pop() if _SPARE_DATABASES else asyncio.run(_built_database())
-    url = server.rsplit("/", 1)[0] + f"/{name}"
     reusable = False
     try:
-        yield url
+        yield postgres_database_url(name)
     finally:
         try:
-            reusable = asyncio.run(_emptied(url))
+            reusable = asyncio.run(_emptied(name))
         finally:
             if reusable:
                 _SPARE_DATABASES.append(name)
             else:
-                asyncio.run(postgres_admin(f"DROP DATABASE {name} WITH (FORCE)"))
+                asyncio.run(drop_postgres_database(name))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -268,13 +267,29 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path}/signalbridge.db"
         return
-    server = postgres_url()
-    name = f"signalbridge_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(postgres_admin(f"CREATE DATABASE {name}"))
+    postgres_url()
+    name = asyncio.run(new_postgres_database())
     try:
-        yield server.rsplit("/", 1)[0] + f"/{name}"
+        yield postgres_database_url(name)
     finally:
-        asyncio.run(postgres_admin(f"DROP DATABASE {name} WITH (FORCE)"))
+        asyncio.run(drop_postgres_database(name))
+
+
+def postgres_database_url(name: str, *, driver: str = "+asyncpg") -> str:
+    """The test server's URL for its database ``name`` (``driver=""``: asyncpg's own)."""
+    assert POSTGRES_URL is not None
+    return POSTGRES_URL.replace("+asyncpg", driver).rsplit("/", 1)[0] + f"/{name}"
+
+
+async def new_postgres_database() -> str:
+    """A new, empty database on the test server; its name."""
+    name = f"signalbridge_test_{uuid.uuid4().hex[:12]}"
+    await postgres_admin(f"CREATE DATABASE {name}")
+    return name
+
+
+async def drop_postgres_database(name: str) -> None:
+    await postgres_admin(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 # This worker's PostgreSQL databases at this build's schema and without rows, for the next
@@ -285,16 +300,14 @@ _BUILT_SCHEMA: list[str] = []
 
 
 async def _built_database() -> str:
-    name = f"signalbridge_test_{uuid.uuid4().hex[:12]}"
-    await postgres_admin(f"CREATE DATABASE {name}")
-    assert POSTGRES_URL is not None
-    engine = create_engine(POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}")
+    name = await new_postgres_database()
+    engine = create_engine(postgres_database_url(name))
     try:
         await migrate.upgrade(engine)
     finally:
         await engine.dispose()
     if not _BUILT_SCHEMA:
-        connection = await asyncpg.connect(_admin_url(name))
+        connection = await asyncpg.connect(postgres_database_url(name, driver=""))
         try:
             _BUILT_SCHEMA.append(await _schema_of(connection))
         finally:
@@ -302,18 +315,17 @@ async def _built_database() -> str:
     return name
 
 
-async def _emptied(url: str) -> bool:
+async def _emptied(name: str) -> bool:
     """Empty a used database for the next test: every connection to it closed (a test may
     leave a process behind), every table emptied and its ids restarted, the revision kept.
     False when it no longer has the schema it was built with (a test changed it): it is
     dropped instead."""
-    name = url.rsplit("/", 1)[1]
     await postgres_admin(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
         " WHERE datname = $1 AND pid <> pg_backend_pid()",
         name,
     )
-    connection = await asyncpg.connect(_admin_url(name))
+    connection = await asyncpg.connect(postgres_database_url(name, driver=""))
     try:
         if await _schema_of(connection) != _BUILT_SCHEMA[0]:
             return False
@@ -343,16 +355,11 @@ async def _schema_of(connection: asyncpg.Connection) -> str:
     return str(parts[0][0])
 
 
-def _admin_url(name: str) -> str:
-    assert POSTGRES_URL is not None
-    return POSTGRES_URL.replace("+asyncpg", "").rsplit("/", 1)[0] + f"/{name}"
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _drop_spare_databases() -> Iterator[None]:
     yield
     while _SPARE_DATABASES:
-        asyncio.run(postgres_admin(f"DROP DATABASE {_SPARE_DATABASES.pop()} WITH (FORCE)"))
+        asyncio.run(drop_postgres_database(_SPARE_DATABASES.pop()))
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -36,7 +35,7 @@ from app.database import (
     insert_id,
     update_row,
 )
-from tests.conftest import postgres_admin
+from tests.conftest import drop_postgres_database, new_postgres_database, postgres_database_url
 
 
 @pytest.fixture
@@ -199,14 +198,12 @@ async def _another_database(url: str) -> str:
     """A second empty database beside ``url``'s."""
     if url.startswith("sqlite"):
         return url.replace(".db", "-second.db")
-    name = f"signalbridge_test_{uuid.uuid4().hex[:12]}"
-    await postgres_admin(f"CREATE DATABASE {name}")
-    return url.rsplit("/", 1)[0] + f"/{name}"
+    return postgres_database_url(await new_postgres_database())
 
 
 async def _drop_database(url: str) -> None:
     if not url.startswith("sqlite"):
-        await postgres_admin(f"DROP DATABASE {url.rsplit('/', 1)[1]} WITH (FORCE)")
+        await drop_postgres_database(url.rsplit("/", 1)[1])
 
 
 _SQLITE_CATALOG = "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name"
@@ -270,7 +267,7 @@ async def test_a_database_of_the_first_schema_upgrades_to_head_and_keeps_its_row
             await connection.execute(_account(cash=Decimal("12.5")))
         async with engine.connect() as connection:
             assert await migrate.revisions(connection) == ["0001"]
-        await migrate.upgrade(engine)
+        said = await migrate.upgrade(engine)
         async with engine.connect() as connection:
             assert await migrate.revisions(connection) == [migrate.HEAD]
             assert await connection.scalar(select(schema.accounts.c.cash)) == Decimal("12.5")
@@ -280,6 +277,7 @@ async def test_a_database_of_the_first_schema_upgrades_to_head_and_keeps_its_row
     finally:
         await engine.dispose()
     assert differences == []
+    assert said == f"migrated from revision 0001 to {migrate.HEAD}"
 
 
 def test_head_names_the_newest_migration() -> None:
