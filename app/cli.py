@@ -204,7 +204,12 @@ def _migrate(_arguments: argparse.Namespace, settings: Settings) -> int:
         finally:
             await engine.dispose()
 
-    print(asyncio.run(run()))
+    try:
+        said = asyncio.run(run())
+    except migrate.SchemaMismatch as exc:
+        print(f"signalbridge: {exc}", file=sys.stderr)
+        return 2
+    print(said)
     return 0
 
 

@@ -325,3 +325,5 @@ def _on_database(settings: Settings, work: Callable[[Any, Any], Any]) -> Any:
         return asyncio.run(run())
     except SignalbridgeError as exc:
         raise SystemExit(f"signalbridge: {exc.message}") from None
+    except migrate.SchemaMismatch as exc:
+        raise SystemExit(f"signalbridge: {exc}") from None

@@ -8,8 +8,13 @@ included) and stamped at :data:`HEAD`, as Alembic's cookbook suggests ("building
 date database from scratch"): one statement a table and index, without Alembic's import and
 its steps through each revision (a new database's schema took 0.32 to 0.48 s on PostgreSQL
 against 0.21 to 0.29 s, most of it the server's own work on each statement; 0.12 to 0.15 s
-on SQLite against 0.02 s). Tests keep the two ways to the same schema. Any other database
-(an earlier revision) goes through the migrations.
+on SQLite against 0.02 s). Tests keep the two ways to the same schema. A database at an
+earlier revision goes through the migrations.
+
+Any other database is refused with :class:`SchemaMismatch`, before anything is written to it:
+one with tables but no revision (not made by Signalbridge: Alembic would fail on its first
+``CREATE TABLE``, or worse, add ours beside them), and one at a revision this build does not
+know (migrated by a newer release: there is no way down from here).
 """
 
 from __future__ import annotations
@@ -19,7 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import schema, workers
 
-HEAD = "0003"  # the newest revision in app/migrations/versions (a test keeps them in step)
+# The revisions in app/migrations/versions, oldest first (a test keeps them in step).
+REVISIONS = ("0001", "0002", "0003")
+HEAD = REVISIONS[-1]
+
+
+class SchemaMismatch(Exception):
+    """The database is not one this build can bring to :data:`HEAD`; nothing was written."""
 
 
 def _upgrade(connection: Connection) -> None:
@@ -47,8 +58,8 @@ def _create(connection: Connection) -> None:
     )
 
 
-def _is_empty(connection: Connection) -> bool:
-    return not inspect(connection).get_table_names()
+def _table_names(connection: Connection) -> list[str]:
+    return sorted(inspect(connection).get_table_names())
 
 
 async def upgrade(engine: AsyncEngine) -> str:
@@ -61,9 +72,26 @@ async def upgrade(engine: AsyncEngine) -> str:
         found = await revisions(connection)
         if found == [HEAD]:
             return f"the schema is current (revision {HEAD})"
-        if not found and await connection.run_sync(_is_empty):
-            await connection.run_sync(_create)
-            return f"a new database: the schema built at revision {HEAD}"
+        unknown = [revision for revision in found if revision not in REVISIONS]
+        if unknown:
+            raise SchemaMismatch(
+                f"the database is at revision {', '.join(unknown)}, which this build does not "
+                f"know (its newest is {HEAD}): a newer release of Signalbridge migrated it. "
+                "Run that release, or point database_url at another database."
+            )
+        if not found:
+            tables = await connection.run_sync(_table_names)
+            if not tables:
+                await connection.run_sync(_create)
+                return f"a new database: the schema built at revision {HEAD}"
+            others = [table for table in tables if table != "alembic_version"]
+            if others:
+                shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+                raise SchemaMismatch(
+                    f"the database has tables ({shown}) but no Signalbridge schema revision "
+                    "(no alembic_version row): something else made it. Point database_url at "
+                    "an empty database or at one Signalbridge made."
+                )
         await connection.run_sync(_upgrade)
         return f"migrated from revision {', '.join(found) or 'none'} to {HEAD}"
 

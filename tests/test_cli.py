@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -115,3 +117,20 @@ def test_migrate_says_what_it_did(
         f"a new database: the schema built at revision {migrate.HEAD}",
         f"the schema is current (revision {migrate.HEAD})",
     ]
+
+
+def test_migrate_refuses_a_database_it_did_not_make(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stranger = tmp_path / "stranger.db"
+    with contextlib.closing(sqlite3.connect(stranger)) as connection:
+        connection.execute("CREATE TABLE users (id INTEGER PRIMARY KEY)")
+        connection.commit()
+    monkeypatch.setenv("SIGNALBRIDGE_DATABASE_URL", f"sqlite+aiosqlite:///{stranger}")
+
+    assert main(["--config", str(CONFIG), "migrate"]) == 2
+    said = capsys.readouterr()
+    assert said.out == ""
+    assert said.err.startswith(
+        "signalbridge: the database has tables (users) but no Signalbridge schema revision"
+    )

@@ -21,7 +21,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, DateTime, Insert, bindparam, select, text
+from sqlalchemy import Connection, DateTime, Insert, bindparam, inspect, select, text
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -286,6 +286,78 @@ def test_head_names_the_newest_migration() -> None:
     config = Config()
     config.set_main_option("script_location", "app:migrations")
     assert ScriptDirectory.from_config(config).get_heads() == [migrate.HEAD]
+
+
+def test_the_known_revisions_are_the_migrations_in_order() -> None:
+    """A database at a revision outside REVISIONS is refused as a newer release's."""
+    config = Config()
+    config.set_main_option("script_location", "app:migrations")
+    walked = [script.revision for script in ScriptDirectory.from_config(config).walk_revisions()]
+    assert tuple(reversed(walked)) == migrate.REVISIONS
+
+
+@pytest.mark.anyio
+async def test_a_database_something_else_made_is_refused_untouched(
+    empty_database_url: str,
+) -> None:
+    """Tables but no revision: neither built over nor handed to Alembic, whose first
+    CREATE TABLE would fail (or add ours beside a stranger's tables)."""
+    engine = create_engine(empty_database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("CREATE TABLE users (id INTEGER PRIMARY KEY)"))
+            await connection.execute(text("CREATE TABLE notes (body TEXT)"))
+            await connection.execute(text("INSERT INTO users (id) VALUES (7)"))
+        with pytest.raises(migrate.SchemaMismatch) as refused:
+            await migrate.upgrade(engine)
+        async with engine.connect() as connection:
+            tables = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
+            kept = (await connection.execute(text("SELECT id FROM users"))).scalars().all()
+    finally:
+        await engine.dispose()
+    assert "has tables (notes, users) but no Signalbridge schema revision" in str(refused.value)
+    assert sorted(tables) == ["notes", "users"]
+    assert kept == [7]
+
+
+@pytest.mark.anyio
+async def test_a_database_a_newer_release_migrated_is_refused_untouched(
+    empty_database_url: str,
+) -> None:
+    engine = create_engine(empty_database_url)
+    try:
+        await migrate.upgrade(engine)
+        async with engine.begin() as connection:
+            await connection.execute(text("UPDATE alembic_version SET version_num = '0999'"))
+        with pytest.raises(migrate.SchemaMismatch) as refused:
+            await migrate.upgrade(engine)
+        async with engine.connect() as connection:
+            assert await migrate.revisions(connection) == ["0999"]
+    finally:
+        await engine.dispose()
+    assert str(refused.value).startswith(
+        f"the database is at revision 0999, which this build does not know (its newest is "
+        f"{migrate.HEAD})"
+    )
+
+
+@pytest.mark.anyio
+async def test_an_empty_revision_table_is_migrated_from_the_first_revision(
+    empty_database_url: str,
+) -> None:
+    """Only Alembic's table, with no row (a stamp undone): Alembic builds from the base."""
+    engine = create_engine(empty_database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+            )
+        said = await migrate.upgrade(engine)
+        async with engine.connect() as connection:
+            assert await migrate.revisions(connection) == [migrate.HEAD]
+    finally:
+        await engine.dispose()
+    assert said == f"migrated from revision none to {migrate.HEAD}"
 
 
 @pytest.mark.anyio
