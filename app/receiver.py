@@ -2,10 +2,10 @@
 
 ``Receiver.receive`` is the whole flow of DESIGN.md section 3 after the size limit:
 store the delivery, authenticate, claim the dedupe key (a repeat gets the stored answer),
-route by type, run the rules, persist the intent, call the broker, record the outcome.
-The rules are pure (:mod:`app.rules`); the storage steps are :mod:`app.inbox`,
-:mod:`app.directory`, :mod:`app.trading` and :mod:`app.intents`, each inside one transaction
-opened here.
+route by type (:mod:`app.handlers`: run the rules, persist the intent, call the broker),
+record the outcome as the event's answer. The rules are pure (:mod:`app.rules`); the storage
+steps are :mod:`app.inbox`, :mod:`app.directory`, :mod:`app.trading` and :mod:`app.intents`,
+each inside one transaction opened here or in the handlers.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
-from app import directory, inbox, strategies, trading
+from app import directory, inbox, strategies
 from app.broker import Broker
 from app.database import Database, Pending
 from app.errors import (
@@ -31,13 +31,12 @@ from app.errors import (
     ProtocolError,
     RequestError,
     SignalbridgeError,
-    StaleSignal,
-    StrategyPaused,
     UnsupportedMediaType,
     UnsupportedVersion,
 )
 from app.execution import Execution
 from app.faults import crash_after
+from app.handlers import OPERATOR_CLOSE, Handlers
 from app.legs import Legs, Run
 from app.metrics import Metrics
 from app.protocol import (
@@ -55,15 +54,9 @@ from app.workers import Worker
 
 log = logging.getLogger(__name__)
 IDEMPOTENCY_HEADERS = ("idempotency-key", "webhook-id")
-INTEGRATION_STATUS = {
-    "INTEGRATION_APPROVED": "approved",
-    "INTEGRATION_REJECTED": "rejected",
-    "INTEGRATION_DELETED": "deleted",
-}
 # A repeat looks at its first delivery after 5 ms, then waits twice as long each time, up to
 # 100 ms: a burst of repeats must not flood the database while the first one runs.
 REPEAT_POLL_SECONDS = (0.005, 0.1)
-OPERATOR_CLOSE = "OPERATOR_CLOSE"  # an inbox event type of our own: the operator's hand close
 KNOWN_TYPES = SIGNAL_TYPES | STRATEGY_TYPES | INTEGRATION_TYPES  # bounded metric labels
 
 
@@ -107,8 +100,12 @@ class Receiver:
             worker=worker,
             crash_at=settings.crash_at,
         )
-        self._legs = Legs(
-            settings=settings, database=database, execution=self._execution, clock=clock
+        self._handlers = Handlers(
+            settings=settings,
+            database=database,
+            execution=self._execution,
+            legs=Legs(settings=settings, database=database, execution=self._execution, clock=clock),
+            clock=clock,
         )
 
     async def reconcile(self) -> None:
@@ -345,16 +342,7 @@ class Receiver:
         state: inbox.State = "done"
         answer = inbox.OK
         try:
-            event_type = run.parsed.event.type
-            if event_type in SIGNAL_TYPES:
-                await self._signal(run)
-            elif event_type in INTEGRATION_TYPES:
-                await self._integration_event(run)
-            elif event_type == OPERATOR_CLOSE:
-                await self._operator_close(run)
-            elif run.parsed.strategy is not None:
-                await self._strategy_event(run)
-            else:
+            if not await self._handlers.handle(run):
                 state = "ignored"
         except BrokerUnavailable as exc:
             state, answer = "retryable", answer_for(exc)
@@ -424,79 +412,6 @@ class Receiver:
         return await self._accept(
             delivery, parsed, integration, key=key, started=time.perf_counter()
         )
-
-    async def _operator_close(self, run: Run) -> None:
-        data = run.parsed.event.data
-        async with self._database.transaction(run.pending) as tx:
-            strategy = await strategies.strategy_by_id(tx, int(data["strategy"]))
-        assert strategy is not None
-        self._execution.ensure_ready(run.integration.account_name)
-        closed = await self._legs.close(run, strategy, required=bool(data["required"]))
-        run.notes.append("closed by the operator" if closed else "no position to close")
-
-    async def _integration_event(self, run: Run) -> None:
-        status = INTEGRATION_STATUS[run.parsed.event.type]
-        async with self._database.write() as connection:
-            await directory.set_integration_status(
-                connection, run.integration.id, status, now=self._clock()
-            )
-
-    async def _strategy_event(self, run: Run) -> None:
-        assert run.parsed.strategy is not None
-        enabled = run.parsed.event.type == "STRATEGY_ENABLED"
-        async with self._database.transaction(run.pending) as tx:
-            strategy = await strategies.ensure_strategy(
-                tx,
-                run.integration.id,
-                external_id=run.parsed.strategy.id,
-                name=run.parsed.strategy.name,
-                enabled=enabled,
-                now=self._clock(),
-            )
-            position = await trading.position_of(tx, strategy.id)
-            if enabled or position is None:
-                return
-            if not self._settings.close_position_on_disable:
-                await trading.flag_position(
-                    tx, position.id, "the provider disabled the strategy; still open"
-                )
-                run.notes.append(f"position {position.id} left open and flagged")
-                return
-        await self._legs.close(run, strategy, required=True)
-
-    async def _signal(self, run: Run) -> None:
-        signal = run.parsed.signal
-        assert signal is not None
-        age = abs(self._clock().timestamp() * 1000 - run.parsed.event.timestamp) / 1000
-        if age > self._settings.max_signal_age_seconds:
-            raise StaleSignal(
-                f"the signal's timestamp is {age:.0f} s from now; at most "
-                f"{self._settings.max_signal_age_seconds:.0f} s is accepted"
-            )
-        async with self._database.autocommit(run.pending) as tx:  # each step idempotent
-            strategy = await strategies.ensure_strategy(
-                tx,
-                run.integration.id,
-                external_id=signal.strategy.id,
-                name=signal.strategy.name,
-                enabled=True,
-                now=self._clock(),
-            )
-        if strategy.paused:
-            raise StrategyPaused(
-                f"the operator paused strategy {strategy.external_id}; the signal was stored "
-                "and not executed"
-            )
-        self._execution.ensure_ready(run.integration.account_name)
-        event_type = run.parsed.event.type
-        if event_type == "SIGNAL_CLOSE":
-            await self._legs.close(run, strategy, required=True)
-            return
-        if event_type == "SIGNAL_REOPEN" and not await self._legs.close(
-            run, strategy, required=False
-        ):
-            run.notes.append("reopen found no position to close; opened only")
-        await self._legs.open(run, strategy)
 
 
 def _sha256(raw_body: bytes) -> str:
