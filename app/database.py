@@ -4,7 +4,7 @@ connection is opened and begins, :mod:`app.sqlite`; PostgreSQL's write path, :mo
 
 SQLite is the embedded default: WAL, ``synchronous=FULL``, every write transaction opened
 with ``BEGIN IMMEDIATE``, statements on the event loop's thread (:mod:`app.sqlite`), and
-writes share commits (group commit, :class:`Database`).
+writes share commits (group commit, :mod:`app.batch`).
 
 PostgreSQL (asyncpg) runs the same schema; there correctness comes from constraints and
 row locks.
@@ -16,9 +16,7 @@ import asyncio
 import contextlib
 import functools
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import Insert, Table, Update, bindparam, update
@@ -30,16 +28,10 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from app import postgres, sqlite
+from app.batch import SqliteWriter
 from app.pool import ConnectionPool
 from app.settings import DATABASE_POOL_SIZE
 from app.sql import SqliteTx, Tx
-
-# A COMMIT runs on the event loop's own thread when at most one delivery is in flight and
-# recent COMMITs took less than this on average (see Database._commit_batch).
-INLINE_COMMIT_SECONDS = 0.002
-# A batch's COMMIT waits until a pass of the event loop adds no write to it, at most this
-# many passes (see Database._commit).
-BATCH_PASSES = 8
 
 
 def is_sqlite(url: str) -> bool:
@@ -66,21 +58,10 @@ class Database:
     connections), :meth:`write`
     and :meth:`read` for SQLAlchemy's (start-up, the operator's API, reconciliation).
 
-    On SQLite every write runs on one connection, in order, with group commit: the first
-    writer opens a transaction (``BEGIN IMMEDIATE``), each :meth:`transaction` is a
-    savepoint in it (a failure rolls back only its own work), and one COMMIT makes
-    everything written meanwhile durable at once. A write's caller acts on it (calls a
-    broker, answers) only after that COMMIT, exactly as with a transaction of its own. A
-    crash before the COMMIT loses the whole batch, and no caller has acted on any of it.
-    Correctness still comes from the database: the lock here only orders this process's
-    writers. Snapshot reads run on a reader connection of their own, inline.
-
-    The COMMIT waits for the disk in a thread of its own, so the loop serves other
-    deliveries meanwhile. Handing it there and back costs about 0.1 ms of CPU and as much
-    wall time (measured on a 2-core VM), more than a fast disk's sync: so when no other
-    delivery is in flight (``deliveries_in_flight``, counted by the receiver) and recent
-    COMMITs took under ``INLINE_COMMIT_SECONDS`` on average, it runs on the loop's thread.
-    Nothing else is waiting then; an operator's request waits at most that long.
+    On SQLite every write runs on one connection, in order, with group commit
+    (:class:`app.batch.SqliteWriter`): each :meth:`transaction` is a savepoint in the open
+    batch, and one COMMIT makes everything written meanwhile durable at once. Snapshot reads
+    run on a reader connection of their own, inline.
 
     On PostgreSQL each transaction is its own, on an ``asyncpg`` connection of the write
     path's pool (:mod:`app.pool`, the size of the engine's). Those connections commit
@@ -98,16 +79,8 @@ class Database:
         self.engine = engine
         self.dialect = engine.dialect  # the async engine proxies each read of its own
         self.is_sqlite = engine.dialect.name == "sqlite"
-        self._write_lock = asyncio.Lock()
-        self._writer: AsyncConnection | None = None
-        self._raw: sqlite3.Connection | None = None  # the writer's own sqlite3 connection
-        self._raw_tx: SqliteTx | None = None  # the statements on it, one Tx for every block
-        self._committed: asyncio.Future[None] | None = None  # the open batch's commit
-        self._committer: asyncio.Task[None] | None = None
-        self._commits: ThreadPoolExecutor | None = None  # where COMMIT waits for the disk
-        self._commit_seconds = 0.0  # a moving average of how long a COMMIT takes
-        self._joins = 0  # writes that joined a batch, ever (see _commit)
-        self.deliveries_in_flight = 0  # counted by the receiver; see the class docstring
+        self.deliveries_in_flight = 0  # counted by the receiver; see app.batch
+        self._sqlite = SqliteWriter(engine, in_flight=lambda: self.deliveries_in_flight)
         self._reader: sqlite3.Connection | None = None  # SQLite: snapshot()'s connection
         self._pool: ConnectionPool | None = None  # PostgreSQL: the write path's connections
         self._flusher: postgres.Flusher | None = None  # PostgreSQL: flushes, shared
@@ -120,11 +93,8 @@ class Database:
             async with self.engine.begin() as connection:
                 yield connection
             return
-        async with self._write_lock:
-            await self._commit_batch()
-            connection = await self._writer_connection()
-            async with connection.begin():
-                yield connection
+        async with self._sqlite.connection() as connection:
+            yield connection
 
     def transaction(
         self, pending: Pending | None = None, *, locking_account: int | None = None
@@ -145,7 +115,7 @@ class Database:
         holds the database's one write lock already.
         """
         if self.is_sqlite:
-            return _SqliteTransaction(self, pending, savepoint=True)
+            return self._sqlite.transaction(pending, savepoint=True)
         return self._postgres_transaction(
             pending, transaction=True, writes=True, locking_account=locking_account
         )
@@ -159,7 +129,7 @@ class Database:
         delivery's. On SQLite they join the open batch as :meth:`transaction` does, but
         without a savepoint of their own: a statement that fails undoes only itself."""
         if self.is_sqlite:
-            return _SqliteTransaction(self, pending, savepoint=False)
+            return self._sqlite.transaction(pending, savepoint=False)
         return self._postgres_transaction(pending, transaction=False, writes=True)
 
     def snapshot(self) -> contextlib.AbstractAsyncContextManager[Tx]:
@@ -179,79 +149,6 @@ class Database:
             else:  # another first read opened one meanwhile
                 reader.close()
         yield SqliteTx(self._reader, self.dialect)
-
-    async def _join_batch(self) -> asyncio.Future[None]:
-        """The open batch's commit, beginning a batch if none is open; under the write
-        lock. The batch is the writer's own transaction, begun and committed on its
-        ``sqlite3`` connection without SQLAlchemy."""
-        if self._committed is None:
-            await self._writer_connection()
-            assert self._raw is not None
-            await sqlite.begin_immediate(self._raw)
-            self._committed = asyncio.get_running_loop().create_future()
-            self._committer = asyncio.create_task(self._commit())
-        self._joins += 1
-        return self._committed
-
-    async def _commit(self) -> None:
-        """Commit the open batch once a pass of the event loop added no write to it (at
-        most ``BATCH_PASSES`` passes): what is runnable now joins it instead of waiting
-        behind its COMMIT. Then queued on the write lock behind the writers waiting."""
-        joins = -1
-        for _ in range(BATCH_PASSES):
-            if self._joins == joins:
-                break
-            joins = self._joins
-            await asyncio.sleep(0)
-        async with self._write_lock:
-            await self._commit_batch()
-
-    async def _commit_batch(self) -> None:
-        """COMMIT the open batch, if any (under the write lock), in the commit thread:
-        the loop runs on while the disk syncs. A failed COMMIT fails every write in it."""
-        committed, self._committed = self._committed, None
-        if committed is None:
-            return
-        try:
-            if self.deliveries_in_flight <= 1 and self._commit_seconds < INLINE_COMMIT_SECONDS:
-                self._timed_commit()
-            else:
-                if self._commits is None:
-                    self._commits = ThreadPoolExecutor(1, thread_name_prefix="sqlite-commit")
-                await asyncio.get_running_loop().run_in_executor(self._commits, self._timed_commit)
-        except BaseException as exc:
-            await self._drop_writer()
-            committed.set_exception(exc)
-            committed.exception()  # retrieved: each writer re-raises it
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            committed.set_result(None)
-
-    def _timed_commit(self) -> None:
-        assert self._raw is not None
-        started = time.perf_counter()
-        self._raw.execute("COMMIT")
-        self._commit_seconds += (time.perf_counter() - started - self._commit_seconds) / 8
-
-    async def _writer_connection(self) -> AsyncConnection:
-        if self._writer is None:
-            self._writer = await self.engine.connect()
-            raw = (await self._writer.get_raw_connection()).driver_connection
-            assert isinstance(raw, sqlite.InlineConnection)
-            self._raw = raw.sqlite
-            # A savepoint's undo log (the sub-journal) in memory: on disk it is a temporary
-            # file past 64 KiB, written on the loop's thread, of no use after a crash.
-            self._raw.execute("PRAGMA temp_store=MEMORY")
-            self._raw_tx = SqliteTx(self._raw, self.dialect)
-        return self._writer
-
-    async def _drop_writer(self) -> None:
-        writer, self._writer, self._raw, self._raw_tx = self._writer, None, None, None
-        if writer is not None:
-            with contextlib.suppress(Exception):
-                await writer.invalidate()
-            await writer.close()
 
     async def flush(self) -> None:
         """PostgreSQL: return once everything committed so far is on disk (one flush
@@ -300,14 +197,7 @@ class Database:
                 yield connection
 
     async def dispose(self) -> None:
-        if self._committer is not None:
-            await asyncio.gather(self._committer, return_exceptions=True)
-        if self._writer is not None:
-            await self._writer.close()
-            self._writer = self._raw = self._raw_tx = None
-        if self._commits is not None:
-            self._commits.shutdown()
-            self._commits = None
+        await self._sqlite.close()
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -318,49 +208,6 @@ class Database:
             await self._pool.close()
             self._pool = None
         await self.engine.dispose()
-
-
-class _SqliteTransaction:
-    """:meth:`Database.transaction` (and :meth:`Database.autocommit`) on SQLite: work in
-    the open batch, under the write lock, in a savepoint of its own for a transaction.
-    A class, not a generator: a delivery opens five of these, and a generator-based
-    context manager costs several times as much to enter and leave."""
-
-    __slots__ = ("_committed", "_database", "_pending", "_savepoint", "_tx")
-
-    def __init__(self, database: Database, pending: Pending | None, *, savepoint: bool) -> None:
-        self._database = database
-        self._pending = pending
-        self._savepoint = savepoint
-
-    async def __aenter__(self) -> Tx:
-        database = self._database
-        await database._write_lock.acquire()
-        try:
-            self._committed = await database._join_batch()
-            assert database._raw_tx is not None
-            self._tx = database._raw_tx
-            if self._savepoint:
-                self._tx.begin_savepoint()
-        except BaseException:
-            database._write_lock.release()
-            raise
-        return self._tx
-
-    async def __aexit__(self, kind: type[BaseException] | None, *_exc: object) -> None:
-        try:
-            if self._savepoint:
-                self._tx.end_savepoint(commit=kind is None)
-        finally:
-            self._database._write_lock.release()
-        if kind is not None and self._savepoint:
-            return  # undone: nothing of it to wait for
-        # Done, or (without a savepoint) done up to the failure: as on PostgreSQL, what
-        # ran is committed when the block ends.
-        if self._pending is None:
-            await asyncio.shield(self._committed)
-        else:
-            self._pending.add(self._committed)
 
 
 class Pending:

@@ -128,7 +128,7 @@ def _retrieve(future: asyncio.Future[None]) -> None:
 class PostgresTransaction:
     """:meth:`Database.transaction` (``transaction=True``), :meth:`Database.autocommit` and
     :meth:`Database.snapshot` on PostgreSQL: a connection of the write path's pool, in a
-    transaction or not. A class for the reason :class:`_SqliteTransaction` is one: it is
+    transaction or not. A class for the reason :class:`app.batch._SqliteTransaction` is one: it is
     entered a few times per delivery, and three nested generator-based context managers
     (the pool's connection, the transaction, the Tx) cost a measurable share of it.
 

@@ -25,7 +25,7 @@ from sqlalchemy import Connection, DateTime, Insert, bindparam, inspect, select,
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-import app.database
+import app.batch
 from app import migrate, schema, sql
 from app.columns import UTCDateTime
 from app.database import (
@@ -433,14 +433,14 @@ async def test_concurrent_writes_share_commits_and_each_is_durable_when_it_retur
         )
     )
     commits = 0
-    original = database._commit_batch
+    original = database._sqlite._commit_batch
 
     async def counted() -> None:
         nonlocal commits
-        commits += database._committed is not None
+        commits += database._sqlite._committed is not None
         await original()
 
-    database._commit_batch = counted  # type: ignore[method-assign]
+    database._sqlite._commit_batch = counted  # type: ignore[method-assign]
 
     async def write(n: int) -> None:
         if n == 25:
@@ -575,11 +575,11 @@ async def test_a_commit_runs_on_the_loop_only_when_nothing_else_waits_and_the_di
         await tx.run(user, id=1, email="a@b.c")
     # A fast disk: every COMMIT is under the threshold, however loaded the machine running
     # this test is; a slow one: none is.
-    monkeypatch.setattr(app.database, "INLINE_COMMIT_SECONDS", 60.0 if fast_disk else 0.0)
+    monkeypatch.setattr(app.batch, "INLINE_COMMIT_SECONDS", 60.0 if fast_disk else 0.0)
     database.deliveries_in_flight = in_flight
     committed_on: list[int] = []
-    assert database._raw is not None
-    database._raw.set_trace_callback(
+    assert database._sqlite._raw is not None
+    database._sqlite._raw.set_trace_callback(
         lambda statement: (
             committed_on.append(threading.get_ident()) if statement == "COMMIT" else None
         )
@@ -646,8 +646,8 @@ async def test_writes_runnable_a_pass_later_share_the_commit_and_a_stream_cannot
         nonlocal commits
         commits += statement == "COMMIT"
 
-    assert database._raw is not None
-    database._raw.set_trace_callback(count)
+    assert database._sqlite._raw is not None
+    database._sqlite._raw.set_trace_callback(count)
 
     async def write(n: int, *, after_passes: int) -> None:
         for _ in range(after_passes):
@@ -660,7 +660,7 @@ async def test_writes_runnable_a_pass_later_share_the_commit_and_a_stream_cannot
 
     commits = 0
     stream_length = 80
-    assert app.database.BATCH_PASSES <= 20  # the stream outlasts the bound
+    assert app.batch.BATCH_PASSES <= 20  # the stream outlasts the bound
     first = asyncio.create_task(write(100, after_passes=0))
     stream = [asyncio.create_task(write(101 + n, after_passes=n)) for n in range(stream_length)]
     await first

@@ -291,9 +291,9 @@ def test_lone_deliveries_commit_on_the_loop_and_concurrent_ones_in_the_commit_th
     """The receiver counts the deliveries in flight, and counts each one out again however
     it ends (a refused one too): one after another, every COMMIT runs on the event loop's
     thread and the commit thread is never started; twenty at once start it."""
-    import app.database  # the server runs in this process: its thread reads this module
+    import app.batch  # the server runs in this process: its thread reads this module
 
-    monkeypatch.setattr(app.database, "INLINE_COMMIT_SECONDS", 60.0)  # a fast disk
+    monkeypatch.setattr(app.batch, "INLINE_COMMIT_SECONDS", 60.0)  # a fast disk
 
     def commit_threads() -> int:
         return sum(thread.name.startswith("sqlite-commit") for thread in threading.enumerate())
