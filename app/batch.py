@@ -103,8 +103,9 @@ class SqliteWriter:
             await self._commit_batch()
 
     async def _commit_batch(self) -> None:
-        """COMMIT the open batch, if any (under the write lock), in the commit thread:
-        the loop runs on while the disk syncs. A failed COMMIT fails every write in it."""
+        """COMMIT the open batch, if any (under the write lock): in the commit thread, the
+        loop running on while the disk syncs, or on the loop's thread when nothing else
+        waits (the module's docstring). A failed COMMIT fails every write in it."""
         committed, self._committed = self._committed, None
         if committed is None:
             return
