@@ -137,7 +137,11 @@ def create_app(
         worker: Worker | None = None
         try:
             if settings.migrate_on_start:
-                await migrate.upgrade(database.engine)
+                try:
+                    await migrate.upgrade(database.engine)
+                except migrate.SchemaMismatch as exc:
+                    log.error("cannot start: %s", exc)  # a line of its own, not a traceback's
+                    raise
             async with database.write() as connection:
                 await workers.lock_setup(connection)  # processes starting together queue
                 await directory.sync_config(connection, settings, now=clock())
