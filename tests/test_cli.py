@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+import shlex
 import socket
 import sqlite3
 import subprocess
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from app import migrate
-from app.cli import main
+from app.cli import _parser, main
 from tests.conftest import CONFIG, Service
 
 
@@ -134,3 +136,29 @@ def test_migrate_refuses_a_database_it_did_not_make(
     assert said.err.startswith(
         "signalbridge: the database has tables (users) but no Signalbridge schema revision"
     )
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _readme_commands() -> list[list[str]]:
+    """Every signalbridge command in the README's shell blocks, as its arguments."""
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", README.read_text(), flags=re.DOTALL):
+        for line in block.splitlines():
+            if line.startswith(("$S ", ".venv/bin/signalbridge ")):
+                commands.append(shlex.split(line, comments=True)[1:])
+    return commands
+
+
+def test_every_command_the_readme_shows_is_one_the_cli_takes() -> None:
+    """The README's sessions are copied and pasted: each command must parse as written."""
+    commands = _readme_commands()
+    assert len(commands) > 30  # the Try it and operator sessions, the bench's examples
+    refused = []
+    for arguments in commands:
+        try:
+            _parser().parse_args(arguments)
+        except SystemExit:
+            refused.append(" ".join(arguments))
+    assert refused == []
