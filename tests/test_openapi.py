@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +28,8 @@ from app.application import create_app
 from app.openapi import document
 from app.settings import load_settings
 from tests.conftest import CONFIG, OPERATOR_KEY, Service, signal
+
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 EXAMPLES_PER_MODE = 10
@@ -52,16 +55,20 @@ def _normalized(path: str) -> str:
     return re.sub(r"{(\w+)(:\w+)?}", r"{\1}", path)  # {id:int} -> {id}
 
 
-def test_every_route_is_documented_and_nothing_else(spec: dict[str, Any]) -> None:
+def _served() -> set[tuple[str, str]]:
     app = create_app(load_settings(CONFIG))  # routes only: no lifespan runs
     assert all(isinstance(route, Route) for route in app.routes)
-    served = {
+    return {
         (method.lower(), _normalized(route.path))
         for route in app.routes
         if isinstance(route, Route)
         for method in route.methods or ()
         if method not in {"HEAD", "OPTIONS"}
     }
+
+
+def test_every_route_is_documented_and_nothing_else(spec: dict[str, Any]) -> None:
+    served = _served()
     documented = {
         (method, path)
         for path, item in spec["paths"].items()
@@ -69,6 +76,19 @@ def test_every_route_is_documented_and_nothing_else(spec: dict[str, Any]) -> Non
         if method in METHODS - {"head", "options"}
     }
     assert documented == served
+
+
+def test_the_readme_names_every_route_and_only_those() -> None:
+    """The README's endpoints (the operator API's table, the webhook's heading), a table
+    cell's "`POST /a/{id}/pause`, `/resume`" naming two."""
+    named = set()
+    for method, path, siblings in re.findall(
+        r"`(GET|POST|PUT|PATCH|DELETE) (/[^`?]*)[^`]*`((?:, `/\w+`)*)", README.read_text()
+    ):
+        named.add((method.lower(), path))
+        for sibling in re.findall(r"`/(\w+)`", siblings):
+            named.add((method.lower(), path.rsplit("/", 1)[0] + "/" + sibling))
+    assert named == _served()
 
 
 def test_the_document_is_valid_openapi_3(spec: dict[str, Any]) -> None:
