@@ -37,6 +37,7 @@ from app.settings import Settings, load_settings
 from tests.server import Server
 
 CONFIG = Path(__file__).parent.parent / "config" / "signalbridge.toml"
+README = Path(__file__).parent.parent / "README.md"  # tests keep what it names true
 OPEN_MARKETS = datetime(2026, 11, 18, 15, 0, tzinfo=UTC)  # Wednesday, 10:00 in New York
 TOKEN = "demo-token"
 OPERATOR_KEY = "demo-operator-key"

@@ -16,7 +16,7 @@ import pytest
 
 from app import migrate
 from app.cli import _parser, main
-from tests.conftest import CONFIG, Service
+from tests.conftest import CONFIG, README, Service
 
 
 def run(service: Service, *arguments: str) -> int:
@@ -136,9 +136,6 @@ def test_migrate_refuses_a_database_it_did_not_make(
     assert said.err.startswith(
         "signalbridge: the database has tables (users) but no Signalbridge schema revision"
     )
-
-
-README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def _readme_commands() -> list[list[str]]:

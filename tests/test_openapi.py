@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,9 +26,7 @@ from app import admin, protocol
 from app.application import create_app
 from app.openapi import document
 from app.settings import load_settings
-from tests.conftest import CONFIG, OPERATOR_KEY, Service, signal
-
-README = Path(__file__).resolve().parent.parent / "README.md"
+from tests.conftest import CONFIG, OPERATOR_KEY, README, Service, signal
 
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 EXAMPLES_PER_MODE = 10

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
-from pathlib import Path
 
 from app.settings import Settings
-
-README = Path(__file__).resolve().parent.parent / "README.md"
+from tests.conftest import README
 
 
 def _table() -> list[tuple[list[str], list[str]]]:
