@@ -13,8 +13,9 @@ import secrets
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import journal, schema, sql
@@ -175,26 +176,15 @@ async def _upsert_account(
 ) -> int:
     """``is_verified`` is the config's only when the account is created: afterwards the
     operator's verification (``POST /api/accounts/{name}/verify``) stands."""
-    table = schema.accounts
     values = {"user_id": user_id, "broker": broker, "currency": currency, "is_sandbox": is_sandbox}
-    existing = (
-        await connection.execute(
-            select(table.c.id, *(table.c[column] for column in values)).where(table.c.name == name)
-        )
-    ).first()
-    if existing is not None:
-        account_id, *stored = existing
-        if dict(zip(values, stored, strict=True)) != values:  # unchanged: no row lock to wait for
-            await update_row(connection, table, account_id, **values)
-        return int(account_id)
-    return await insert_id(
+    return await _upsert_by_name(
         connection,
-        table,
+        schema.accounts,
         name=name,
+        values=values,
         cash=Decimal(0),
         created_at=now,
         is_verified=is_verified,
-        **values,
     )
 
 
@@ -209,21 +199,39 @@ async def _upsert_integration(
     token_header: str,
     now: datetime,
 ) -> int:
-    table = schema.integrations
     values = {"user_id": user_id, "account_id": account_id, "token_header": token_header}
+    return await _upsert_by_name(
+        connection,
+        schema.integrations,
+        name=name,
+        values=values,
+        provider=provider,
+        status=status,
+        updated_at=now,
+    )
+
+
+async def _upsert_by_name(
+    connection: AsyncConnection,
+    table: Table,
+    *,
+    name: str,
+    values: dict[str, Any],
+    **on_insert: Any,
+) -> int:
+    """The id of ``table``'s row named ``name``, its ``values`` (the columns the config
+    owns) updated where they changed, or of a new row with ``on_insert`` too."""
     existing = (
         await connection.execute(
             select(table.c.id, *(table.c[column] for column in values)).where(table.c.name == name)
         )
     ).first()
     if existing is not None:
-        account_id, *stored = existing
+        row_id, *stored = existing
         if dict(zip(values, stored, strict=True)) != values:  # unchanged: no row lock to wait for
-            await update_row(connection, table, account_id, **values)
-        return int(account_id)
-    return await insert_id(
-        connection, table, name=name, provider=provider, status=status, updated_at=now, **values
-    )
+            await update_row(connection, table, row_id, **values)
+        return int(row_id)
+    return await insert_id(connection, table, name=name, **on_insert, **values)
 
 
 async def _sync_tokens(
