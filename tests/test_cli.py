@@ -136,6 +136,15 @@ def test_migrate_refuses_a_database_it_did_not_make(
     assert said.err.startswith(
         "signalbridge: the database has tables (users) but no Signalbridge schema revision"
     )
+    # The commands that work on the database directly migrate it first: refused alike.
+    with pytest.raises(SystemExit) as refused:
+        main(["--config", str(CONFIG), "api-keys", "list"])
+    assert str(refused.value).startswith(
+        "signalbridge: the database has tables (users) but no Signalbridge schema revision"
+    )
+    with contextlib.closing(sqlite3.connect(stranger)) as connection:
+        tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master")]
+    assert tables == ["users"]
 
 
 def _readme_commands() -> list[list[str]]:
