@@ -21,7 +21,7 @@ import json
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import ClauseElement, ColumnElement, Select, bindparam, or_, select, update
+from sqlalchemy import ColumnElement, Insert, Select, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -133,20 +133,19 @@ _STORE_COLUMNS = (
 )
 
 
-def _claim(dialect: str) -> ClauseElement:
+def _claim(dialect: str) -> Insert:
     table = schema.events
     module = postgresql if dialect == "postgresql" else sqlite
     values = {name: bindparam(name, type_=table.c[name].type) for name in _STORE_COLUMNS}
-    claim: ClauseElement = (
+    claim: Insert = (
         module.insert(table)
         .values(values)
         .on_conflict_do_nothing(index_elements=["dedupe_key"], index_where=schema.FIRST_DELIVERY)
-        .returning(table.c.id)
     )
     return claim
 
 
-_CLAIM = sql.Statement(_claim)
+_CLAIM = sql.returning_id(_claim, schema.events)
 
 
 def _stored_columns() -> Select[Any]:

@@ -66,7 +66,7 @@ _NEW_FILL = sql.insert_or_ignore(
     schema.fills,
     ["order_id", "broker_fill_id", "quantity", "price", "fee", "filled_at"],
     unique=["order_id", "broker_fill_id"],
-    returning=[schema.fills.c.id],
+    new_id=True,
 )
 
 

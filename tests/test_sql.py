@@ -100,6 +100,43 @@ def test_unique_violations_savepoints_and_row_counts(database_url: str) -> None:
     asyncio.run(check())
 
 
+_NEW_USER = sql.insert_or_ignore(
+    schema.users, ["email", "created_at"], unique=["email"], new_id=True
+)
+_USER_IDS = sql.Statement(select(schema.users.c.id, schema.users.c.email).order_by("id"))
+
+
+def test_an_insert_answers_its_new_rows_id_and_none_when_it_inserted_none(
+    database_url: str,
+) -> None:
+    """``returning_id``: the id of the row inserted, read back by it; no row when ON
+    CONFLICT DO NOTHING inserted none, even right after another insert (SQLite's
+    ``lastrowid`` still names that one). Only PostgreSQL's SQL says RETURNING."""
+
+    async def check() -> None:
+        database = await _database(database_url)
+        try:
+            async with database.transaction() as tx:
+                first = await tx.scalar(_NEW_USER, email="a@b.c", created_at=NOW)
+                second = await sql.insert_id(tx, schema.users, email="d@e.f", created_at=NOW)
+                again = await tx.first(_NEW_USER, email="a@b.c", created_at=NOW)
+                third = await tx.scalar(_NEW_USER, email="g@h.i", created_at=NOW)
+            assert again is None
+            async with database.snapshot() as tx:
+                assert await tx.rows(_USER_IDS) == [
+                    (first, "a@b.c"),
+                    (second, "d@e.f"),
+                    (third, "g@h.i"),
+                ]
+            assert len({first, second, third}) == 3
+            compiled = _NEW_USER.compiled(database.engine.dialect)
+            assert ("RETURNING" in compiled.sql) == (not database.is_sqlite)
+        finally:
+            await database.dispose()
+
+    asyncio.run(check())
+
+
 def test_a_missing_or_unknown_parameter_and_a_float_are_refused() -> None:
     dialect = create_engine("sqlite+aiosqlite:///unused.db").dialect
     compiled = _USER.compiled(dialect)
