@@ -23,6 +23,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
 
 
+def _null(_value: None) -> None:
+    return None
+
+
+# sqlite3 binds an exact int, float or str as it is and adapts anything else: for None it
+# looks for a registered adapter, then for the protocol's ``__adapt__``, whose absence costs
+# a formatted AttributeError raised and cleared (about 4,000 instructions), before it binds
+# NULL. A delivery binds about eight Nones. The adapter found first returns None: the same
+# NULL. Registered for the process's every sqlite3 connection; None is no base type, so
+# other values are still bound as before.
+sqlite3.register_adapter(type(None), _null)
+
+
 def create_engine(url: str, *, pool_size: int) -> AsyncEngine:
     """The engine for a SQLite ``url``, its folder created first, on a fixed pool of
     ``pool_size`` connections (an overflow pool would open and close them under load)."""
