@@ -33,7 +33,9 @@ class RequestLimits:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
+        # find, not ``in``: bytes' ``in`` tries its operand as a byte value first, and raises
+        # and clears a TypeError on every request.
+        if "\x00" in scope["path"] or scope.get("query_string", b"").find(b"%00") >= 0:
             nul = MalformedBody("NUL characters are not accepted in the URL")
             await error_response(nul)(scope, receive, send)
             return
