@@ -3,7 +3,9 @@
 ``Receiver.receive`` is the whole flow of DESIGN.md section 3 after the size limit:
 store the delivery, authenticate, claim the dedupe key (a repeat gets the stored answer),
 route by type (:mod:`app.handlers`: run the rules, persist the intent, call the broker),
-record the outcome as the event's answer. The rules are pure (:mod:`app.rules`); the storage
+record the outcome as the event's answer. The rules are pure (:mod:`app.rules`), and so is
+what the delivery alone decides (:mod:`app.intake`: its media type, credentials, dedupe key
+and an error's answer); the storage
 steps are :mod:`app.inbox`, :mod:`app.directory`, :mod:`app.trading` and :mod:`app.intents`,
 each inside one transaction opened here or in the handlers.
 """
@@ -11,15 +13,13 @@ each inside one transaction opened here or in the handlers.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
-from app import directory, inbox, strategies
+from app import directory, inbox, intake, strategies
 from app.broker import Broker
 from app.database import Database, Pending
 from app.errors import (
@@ -28,10 +28,8 @@ from app.errors import (
     IdempotencyConflict,
     InvalidCredentials,
     NotFound,
-    ProtocolError,
     RequestError,
     SignalbridgeError,
-    UnsupportedMediaType,
     UnsupportedVersion,
 )
 from app.execution import Execution
@@ -46,31 +44,16 @@ from app.protocol import (
     EventV1,
     ParsedEvent,
     StrategyData,
-    header_dedupe_key,
     parse_envelope,
 )
 from app.settings import AccountConfig, Settings
 from app.workers import Worker
 
 log = logging.getLogger(__name__)
-IDEMPOTENCY_HEADERS = ("idempotency-key", "webhook-id")
 # A repeat looks at its first delivery after 5 ms, then waits twice as long each time, up to
 # 100 ms: a burst of repeats must not flood the database while the first one runs.
 REPEAT_POLL_SECONDS = (0.005, 0.1)
 KNOWN_TYPES = SIGNAL_TYPES | STRATEGY_TYPES | INTEGRATION_TYPES  # bounded metric labels
-
-
-def answer_for(error: SignalbridgeError) -> inbox.Answer:
-    """The HTTP answer for an error: typed (with ``x-proquant-error``) or generic."""
-    if isinstance(error, ProtocolError):
-        body = {"type": error.type, "message": error.message}
-        return inbox.Answer(error.status_code, _json(body), typed=True, error_type=error.type)
-    body = {"error": error.code, "message": error.message}
-    return inbox.Answer(error.status_code, _json(body), error_type=error.code)
-
-
-def _json(value: object) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
 
 
 class Receiver:
@@ -157,9 +140,11 @@ class Receiver:
             try:
                 parsed = parse_envelope(stored.raw_body)
             except RequestError as exc:
-                return answer_for(exc)
+                return intake.answer_for(exc)
             return await self._accept(
-                inbox.Delivery(stored.raw_body, _sha256(stored.raw_body), None, self._clock()),
+                inbox.Delivery(
+                    stored.raw_body, intake.sha256(stored.raw_body), None, self._clock()
+                ),
                 parsed,
                 integration,
                 key=parsed.dedupe_key(integration.id),
@@ -196,12 +181,12 @@ class Receiver:
         headers: Mapping[str, str],
         started: float,
     ) -> tuple[inbox.Answer, str | None]:
-        digest = _sha256(raw_body)
+        digest = intake.sha256(raw_body)
         delivery = inbox.Delivery(raw_body, digest, content_type, self._clock())
         parsed: ParsedEvent | None = None
         error: SignalbridgeError | None = None
         try:
-            _check_content_type(content_type)
+            intake.check_content_type(content_type)
             parsed = parse_envelope(raw_body)
         except RequestError as exc:
             error = exc
@@ -216,19 +201,19 @@ class Receiver:
                 # The provider echoes its webhook headers, token included, inside the body.
                 redacted = raw_body.replace(presented.encode(), b"[redacted]")
                 delivery = inbox.Delivery(redacted, digest, content_type, delivery.received_at)
-            details = _details(parsed, integration)
+            details = intake.details_of(parsed, integration)
             key = ""
             if error is None and parsed is not None:
-                error = _credentials_error(parsed, integration)
+                error = intake.credentials_error(parsed, integration)
             if error is None and parsed is not None and integration is not None:
                 try:
-                    key = _dedupe_key(parsed, integration.id, headers)
+                    key = intake.dedupe_key(parsed, integration.id, headers)
                 except RequestError as exc:
                     error = exc
             refused: inbox.Answer | None = None
             event_id: int | None = None
             if error is not None or parsed is None or integration is None:
-                refused = answer_for(error or InvalidCredentials("unknown integration"))
+                refused = intake.answer_for(error or InvalidCredentials("unknown integration"))
                 await inbox.store(
                     tx,
                     delivery,
@@ -274,14 +259,14 @@ class Receiver:
                 event_id = await inbox.store(
                     tx,
                     delivery,
-                    _details(parsed, integration),
+                    intake.details_of(parsed, integration),
                     dedupe_key=key,
                     worker_id=self._worker.id,
                 )
         else:
             event_id, pending = claimed
         if event_id is None:
-            details = _details(parsed, integration)
+            details = intake.details_of(parsed, integration)
             return await self._repeat(delivery, details, key, parsed, integration)
         await crash_after("stored", self._settings.crash_at, pending)
         run = Run(event_id, key, parsed, integration, resuming=False, pending=pending)
@@ -305,7 +290,7 @@ class Receiver:
             if first is None:  # its claim is not committed yet
                 pass
             elif first.body_sha256 != delivery.body_sha256:
-                answer = answer_for(
+                answer = intake.answer_for(
                     IdempotencyConflict("this dedupe key was delivered before with another body")
                 )
                 break
@@ -319,7 +304,7 @@ class Receiver:
                 answer = first.answer
                 break
             if time.monotonic() > deadline:
-                answer = answer_for(
+                answer = intake.answer_for(
                     BrokerUnavailable("the first delivery of this event is still running")
                 )
                 break
@@ -345,9 +330,9 @@ class Receiver:
             if not await self._handlers.handle(run):
                 state = "ignored"
         except BrokerUnavailable as exc:
-            state, answer = "retryable", answer_for(exc)
+            state, answer = "retryable", intake.answer_for(exc)
         except SignalbridgeError as exc:
-            state, answer = "failed", answer_for(exc)
+            state, answer = "failed", intake.answer_for(exc)
         except Exception:
             # A bug, not a verdict: recorded as retryable, so a redelivery (or a replay)
             # runs the event again, settling with the broker first whatever it had sent,
@@ -358,7 +343,7 @@ class Receiver:
                 extra={"dedupe_key": run.dedupe_key, "event_id": run.event_id},
             )
             unexpected = SignalbridgeError("an unexpected error; see the log")
-            state, answer = "retryable", answer_for(unexpected)
+            state, answer = "retryable", intake.answer_for(unexpected)
         await crash_after("recorded", self._settings.crash_at, run.pending)
         async with self._database.autocommit(run.pending) as tx:  # one UPDATE
             await inbox.finish(
@@ -396,7 +381,7 @@ class Receiver:
             if retire:
                 await strategies.update_strategy(tx, strategy.id, paused=True, now=now)
         action = "retire" if retire else "close"
-        body = _json({"action": action, "strategy": strategy.id, "by": "operator"})
+        body = intake.json_body({"action": action, "strategy": strategy.id, "by": "operator"})
         parsed = ParsedEvent(
             version="operator",
             deprecation=None,
@@ -408,59 +393,7 @@ class Receiver:
             strategy=StrategyData(id=strategy.external_id, name=strategy.name),
         )
         key = f"operator|{action}|{strategy.id}|{idempotency_key or uuid.uuid4().hex}"
-        delivery = inbox.Delivery(body, _sha256(body), "application/json", now)
+        delivery = inbox.Delivery(body, intake.sha256(body), "application/json", now)
         return await self._accept(
             delivery, parsed, integration, key=key, started=time.perf_counter()
         )
-
-
-def _sha256(raw_body: bytes) -> str:
-    return hashlib.sha256(raw_body).hexdigest()
-
-
-def _check_content_type(content_type: str | None) -> None:
-    if content_type is None:
-        return
-    media_type = content_type.split(";")[0].strip().lower()
-    if media_type != "application/json" and not media_type.endswith("+json"):
-        raise UnsupportedMediaType(f"send application/json, not {media_type or 'nothing'}")
-
-
-def _credentials_error(
-    parsed: ParsedEvent, integration: directory.Integration | None
-) -> InvalidCredentials | None:
-    if integration is None:
-        return InvalidCredentials("no integration owns the token sent with this event")
-    if parsed.event.type not in SIGNAL_TYPES:
-        return None
-    if integration.status != "approved":
-        return InvalidCredentials(f"the integration is {integration.status}, not approved")
-    if not integration.account_is_sandbox and not integration.account_is_verified:
-        return InvalidCredentials(
-            f"the production account {integration.account_name} is not verified yet"
-        )
-    return None
-
-
-def _details(
-    parsed: ParsedEvent | None, integration: directory.Integration | None
-) -> inbox.Details:
-    integration_id = integration.id if integration else None
-    if parsed is None:
-        return inbox.Details(integration_id=integration_id)
-    return inbox.Details(
-        integration_id=integration_id,
-        version=parsed.version,
-        deprecation=parsed.deprecation,
-        event_type=parsed.event.type,
-        strategy_external_id=parsed.strategy_id,
-        provider_position_id=parsed.provider_position_id,
-    )
-
-
-def _dedupe_key(parsed: ParsedEvent, integration_id: int, headers: Mapping[str, str]) -> str:
-    for name in IDEMPOTENCY_HEADERS:
-        value = headers.get(name)
-        if value is not None:
-            return header_dedupe_key(integration_id, value)
-    return parsed.dedupe_key(integration_id)
