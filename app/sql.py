@@ -134,7 +134,8 @@ def returning_id(build: Callable[[str], Insert], table: Table) -> Statement:
     """An INSERT (``build`` of the dialect's name) whose one row is the new row's id, or no
     row when it inserted none (``ON CONFLICT DO NOTHING``): ``RETURNING id`` on PostgreSQL;
     on SQLite the statement as built, and the id from ``sqlite3``'s ``lastrowid`` (every
-    table's ``id INTEGER PRIMARY KEY`` is its rowid). A delivery inserts five such rows."""
+    table's ``id INTEGER PRIMARY KEY`` is its rowid). A delivery inserts four or five such
+    rows: the event's claim, the order, the fill, the ledger transaction, an open's position."""
 
     def clause(dialect: str) -> ClauseElement:
         insert = build(dialect)
