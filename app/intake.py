@@ -31,14 +31,17 @@ def answer_for(error: SignalbridgeError) -> inbox.Answer:
 
 
 def json_body(value: object) -> bytes:
+    """``value`` as compact JSON bytes: an answer's body, or an operator event's."""
     return json.dumps(value, separators=(",", ":")).encode()
 
 
 def sha256(raw_body: bytes) -> str:
+    """The hex digest a delivery is stored and compared by (a repeat's body must match)."""
     return hashlib.sha256(raw_body).hexdigest()
 
 
 def check_content_type(content_type: str | None) -> None:
+    """Refuse (415) a declared media type that is not JSON; none declared is accepted."""
     if content_type is None:
         return
     media_type = content_type.split(";")[0].strip().lower()
@@ -49,6 +52,8 @@ def check_content_type(content_type: str | None) -> None:
 def credentials_error(
     parsed: ParsedEvent, integration: directory.Integration | None
 ) -> InvalidCredentials | None:
+    """Why this integration may not send this event, or None: a signal needs an approved
+    integration and a sandbox or verified account; other events only the token's owner."""
     if integration is None:
         return InvalidCredentials("no integration owns the token sent with this event")
     if parsed.event.type not in SIGNAL_TYPES:
@@ -65,6 +70,7 @@ def credentials_error(
 def details_of(
     parsed: ParsedEvent | None, integration: directory.Integration | None
 ) -> inbox.Details:
+    """What the inbox stores beside the raw body, as far as the delivery was understood."""
     integration_id = integration.id if integration else None
     if parsed is None:
         return inbox.Details(integration_id=integration_id)
@@ -79,6 +85,7 @@ def details_of(
 
 
 def dedupe_key(parsed: ParsedEvent, integration_id: int, headers: Mapping[str, str]) -> str:
+    """The delivery's own idempotency header if it sent one, else the event's identity."""
     for name in IDEMPOTENCY_HEADERS:
         value = headers.get(name)
         if value is not None:
