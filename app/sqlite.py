@@ -11,7 +11,9 @@ wait for the write lock. Statements run on the event loop's thread (:class:`Inli
 
 from __future__ import annotations
 
+import _sqlite3
 import asyncio
+import ctypes
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,45 @@ def _null(_value: None) -> None:
 # NULL. Registered for the process's every sqlite3 connection; None is no base type, so
 # other values are still bound as before.
 sqlite3.register_adapter(type(None), _null)
+
+SQLITE_CONFIG_MEMSTATUS = 9  # sqlite3.h
+_memory_statistics = {"off": False}
+
+
+def turn_off_memory_statistics() -> bool:
+    """Turn off SQLite's memory statistics for the process, unless SQLite is in use.
+
+    With them on (the library's default) every allocation and free inside SQLite takes a
+    process-wide mutex to count bytes for ``sqlite3_memory_used()`` and the soft heap limit,
+    neither of which Python's ``sqlite3`` or this service reads; SQLite's "Recommended
+    Compile-time Options" turn them off (``SQLITE_DEFAULT_MEMSTATUS=0``). A delivery costs
+    4.6 % fewer instructions without them (README, Performance).
+
+    ``sqlite3_config`` works only while the library is shut down, and importing Python's
+    module initialised it: so the library is shut down, configured and initialised again,
+    which is safe only with no connection open. It is done only when the library counts no
+    memory in use (every open connection holds some), and once per process (with the
+    statistics off it counts none). The functions are looked up through ``_sqlite3``'s own
+    handle: those of the SQLite it is linked with, or built with. Returns whether the
+    statistics were turned off by this call.
+    """
+    if _memory_statistics["off"]:
+        return False
+    try:
+        library = ctypes.CDLL(_sqlite3.__file__)
+        memory_used = library.sqlite3_memory_used
+    except (OSError, AttributeError):  # no shared object, or no such symbol exported
+        return False
+    memory_used.restype = ctypes.c_int64
+    if memory_used() != 0 or library.sqlite3_shutdown() != sqlite3.SQLITE_OK:
+        return False
+    configured = library.sqlite3_config(SQLITE_CONFIG_MEMSTATUS, ctypes.c_int(0))
+    library.sqlite3_initialize()
+    _memory_statistics["off"] = configured == sqlite3.SQLITE_OK
+    return _memory_statistics["off"]
+
+
+turn_off_memory_statistics()
 
 
 def create_engine(url: str, *, pool_size: int) -> AsyncEngine:

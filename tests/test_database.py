@@ -739,3 +739,45 @@ def test_none_still_binds_as_null_with_the_adapter_for_speed(tmp_path: Path) -> 
     finally:
         ours.close()
         other.close()
+
+
+_MEMORY_STATISTICS_PROBE = """
+import _sqlite3, ctypes, sqlite3, sys
+used = ctypes.CDLL(_sqlite3.__file__).sqlite3_memory_used
+used.restype = ctypes.c_int64
+early = sqlite3.connect(":memory:") if sys.argv[1] == "connection-first" else None
+if sys.argv[1] == "without":
+    connection = sqlite3.connect(sys.argv[2])
+else:
+    from app import sqlite
+    connection = sqlite.open_connection(sys.argv[2])
+connection.execute("CREATE TABLE t (v TEXT)")
+connection.execute("INSERT INTO t VALUES ('kept')")
+connection.commit()
+if early is not None:
+    early.execute("CREATE TABLE e (v)")  # still usable: the library was left alone
+print(used(), connection.execute("SELECT v FROM t").fetchall())
+"""
+
+
+@pytest.mark.parametrize(
+    ("how", "counted"),
+    [("without", True), ("app-first", False), ("connection-first", True)],
+)
+def test_sqlite_memory_statistics_are_off_unless_sqlite_was_in_use(
+    tmp_path: Path, how: str, counted: bool
+) -> None:
+    """Importing app.sqlite turns SQLite's memory statistics off (a mutex on every
+    allocation, README Performance) in a fresh process: the library then counts no memory
+    in use while a connection is open and writes. It leaves a library with a connection
+    already open alone (configuring means shutting it down), and the connection usable."""
+    probe = subprocess.run(
+        [sys.executable, "-c", _MEMORY_STATISTICS_PROBE, how, str(tmp_path / "probe.db")],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    used, rows = probe.stdout.split(" ", 1)
+    assert rows.strip() == "[('kept',)]"
+    assert (int(used) > 0) is counted
