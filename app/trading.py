@@ -14,8 +14,20 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import bindparam, literal, select, union_all, update
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Text,
+    bindparam,
+    cast,
+    exists,
+    func,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import ClauseElement
 
 from app import journal, schema, sql
 from app.rules import AccountTerms, Direction, Funds, short_collateral
@@ -45,32 +57,45 @@ class OpenPosition:
     provider_position_id: str | None
 
 
-# One read for what an open's rules need (summed in Python: SQLite's SQL arithmetic on its
-# exact text would be floating point): the pending orders' reservations, the costs of the
-# account's positions not closed, and the strategy's own position not closed, if any
-# (through the partial index of those: see _POSITION_OF). One statement, not two: on
-# PostgreSQL every open on the account waits while the account's lock is held for it. And
-# the account's cash, read after the row's lock was taken by a statement before it (a lock
-# inside this statement would come after its snapshot was taken, and see a stale cash).
-_COMMITTED = Statement(
-    union_all(
-        select(schema.orders.c.reserved, literal("reserved")).where(
-            schema.orders.c.account_id == bindparam("account_id"),
-            schema.PENDING_ORDER,
-        ),
-        select(schema.positions.c.cost, literal("cost")).where(
-            schema.positions.c.account_id == bindparam("account_id"), schema.OPEN_POSITION
-        ),
-        select(schema.positions.c.cost, literal("strategy")).where(
-            schema.positions.c.strategy_id == bindparam("strategy_id"), schema.OPEN_POSITION
-        ),
-        # Read after the account's lock (on PostgreSQL a statement of its own, or BEGIN's):
-        # the cash as the last decision on the account left it.
-        select(schema.accounts.c.cash, literal("cash")).where(
-            schema.accounts.c.id == bindparam("account_id")
-        ),
+# One read for what an open's rules need, one row: the account's cash, the pending orders'
+# reservations and the costs of the account's positions not closed, each list as one text of
+# exact amounts (summed in Python: SQLite's SQL arithmetic on its exact text would be floating
+# point; and one row, not one per order and position: a row costs the service several times
+# what an amount's text does), and whether the strategy has a position not closed (through
+# the partial index of those: see _POSITION_OF). One statement, not two: on PostgreSQL every
+# open on the account waits while the account's lock is held for it. The cash is read after
+# the row's lock was taken by a statement before it (a lock inside this statement would come
+# after its snapshot was taken, and see a stale cash).
+def _committed(dialect: str) -> ClauseElement:
+    def amounts(column: Column[Decimal]) -> ColumnElement[str]:
+        if dialect == "postgresql":
+            return func.string_agg(cast(column, Text), literal_column("','"))
+        return func.group_concat(column)  # SQLite's separator is ","
+
+    orders, positions = schema.orders, schema.positions
+    account_id = bindparam("account_id", type_=schema.accounts.c.id.type)
+    reserved = select(amounts(orders.c.reserved)).where(
+        orders.c.account_id == account_id, schema.PENDING_ORDER
     )
-)
+    costs = select(amounts(positions.c.cost)).where(
+        positions.c.account_id == account_id, schema.OPEN_POSITION
+    )
+    has_open = exists().where(
+        positions.c.strategy_id == bindparam("strategy_id"), schema.OPEN_POSITION
+    )
+    return select(
+        schema.accounts.c.cash,
+        reserved.scalar_subquery(),
+        costs.scalar_subquery(),
+        has_open,
+    ).where(schema.accounts.c.id == account_id)
+
+
+_COMMITTED = Statement(_committed)
+
+
+def _amounts(joined: str | None) -> list[Decimal]:
+    return [Decimal(text) for text in joined.split(",")] if joined else []
 
 
 async def funds(
@@ -87,30 +112,23 @@ async def funds(
     the database's one write lock), and whether the strategy has a position not closed.
     ``venue_cash``, a live venue's free balance, stands in for the ledger's cash where
     given."""
-    ledger_cash: Decimal | None = None
     if tx.dialect.name == "postgresql" and tx.locked_account != account_id:
         await journal.lock_account(tx, account_id)
-    reserved = collateral = equity_at_cost = ZERO
-    has_open = False
-    rows = await tx.rows(_COMMITTED, account_id=account_id, strategy_id=strategy_id)
-    for amount, kind in rows:
-        if kind == "reserved":
-            reserved += amount
-        elif kind == "strategy":
-            has_open = True
-        elif kind == "cash":
-            ledger_cash = amount
-        else:
-            equity_at_cost += amount
-            if amount < 0:
-                collateral += short_collateral(-amount, terms=terms)
-    if ledger_cash is None:
+    row = await tx.first(_COMMITTED, account_id=account_id, strategy_id=strategy_id)
+    if row is None:
         raise LookupError(f"no account {account_id}")
+    ledger_cash, reserved_amounts, costs, has_open = row
+    reserved = sum(_amounts(reserved_amounts), ZERO)
+    collateral = equity_at_cost = ZERO
+    for cost in _amounts(costs):
+        equity_at_cost += cost
+        if cost < 0:
+            collateral += short_collateral(-cost, terms=terms)
     cash = ledger_cash if venue_cash is None else venue_cash
     funds = Funds(
         cash=cash, reserved=reserved, short_collateral=collateral, equity=cash + equity_at_cost
     )
-    return funds, has_open
+    return funds, bool(has_open)
 
 
 async def account_currency(tx: Tx, account_id: int) -> str:

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from app import intents, migrate, trading
+from app import intents, migrate, strategies, trading
 from app.database import Database, create_engine
+from app.instruments import Instrument
+from app.rules import AccountTerms, Funds, OrderPlan
+from app.sessions import ALWAYS
 from app.sql import Statement
 from tests.conftest import Service, signal
 
@@ -112,3 +117,70 @@ def test_the_funds_check_and_a_re_runs_lookup_read_through_their_indexes(
     assert "SEARCH positions USING INDEX positions_open_by_account (account_id=?)" in funds
     assert "SCAN" not in funds
     assert "SEARCH orders USING INDEX orders_event (event_id=?)" in plan(intents._LEG_ORDERS)
+
+
+def test_the_funds_read_sums_every_pending_order_and_open_position(service: Service) -> None:
+    """An open's funds (``trading.funds``) on an account with two long positions, two short
+    ones and two pending intents: every reservation and every position's cost counted once,
+    each short's collateral on top, whatever the order the database lists them in."""
+    opens = [("BUY", "XAUUSD", 1), ("SELL", "BTCUSDT", Decimal("0.01"))]
+    opens += [("BUY", "BTCUSDT", Decimal("0.02")), ("SELL", "XAUUSD", 2)]
+    for number, (direction, ticker, quantity) in enumerate(opens):
+        strategy = {"id": f"funds-{number}", "name": f"Funds {number}"}
+        answer = service.send(
+            "SIGNAL_OPEN",
+            signal(direction=direction, ticker=ticker, quantity=quantity, strategy=strategy),
+        )
+        assert answer.status_code == 200, answer.text
+    (event,) = service.rows("SELECT max(id) AS id, max(integration_id) AS integration FROM events")
+    (account,) = service.rows("SELECT id, cash FROM accounts WHERE name = 'demo-paper'")
+    account_id = int(account["id"])
+    costs = [Decimal(str(row["cost"])) for row in service.rows("SELECT cost FROM positions")]
+    assert len(costs) == 4
+    assert sum(cost < 0 for cost in costs) == 2
+    terms = AccountTerms(True, Decimal("0.5"), Decimal(1), Decimal(0))
+    reserves = (Decimal("123.456789"), Decimal("0.000001"))
+    instrument = Instrument(
+        "XAUUSD", "XAU/USD", Decimal("0.01"), Decimal("0.01"), None, Decimal(0), ALWAYS, None
+    )
+
+    async def scenario() -> tuple[Funds, bool]:
+        database = Database(create_engine(service.database_url))
+        try:
+            for number, reserve in enumerate(reserves):  # two intents left pending
+                async with database.transaction() as tx:
+                    strategy = await strategies.ensure_strategy(
+                        tx,
+                        int(event["integration"]),
+                        external_id=f"pending-{number}",
+                        name="",
+                        enabled=None,
+                        now=datetime(2026, 12, 7, tzinfo=UTC),
+                    )
+                    strategy_id = strategy.id
+                    await intents.reserve_open(
+                        tx,
+                        event_id=int(event["id"]),
+                        strategy_id=strategy_id,
+                        account_id=account_id,
+                        client_order_id=f"pending-{number}",
+                        provider_position_id=f"p-{number}",
+                        direction="long",
+                        terms=terms,
+                        decide=lambda _funds, _open, reserve=reserve: OrderPlan(
+                            instrument, "buy", Decimal(1), reserve
+                        ),
+                        now=datetime(2026, 12, 7, tzinfo=UTC),
+                    )
+            async with database.transaction() as tx:
+                return await trading.funds(tx, account_id, strategy_id=strategy_id, terms=terms)
+        finally:
+            await database.dispose()
+
+    funds, has_open = asyncio.run(scenario())
+    cash = Decimal(str(account["cash"]))
+    assert has_open  # the last pending intent's position is "opening"
+    assert funds.cash == cash
+    assert funds.reserved == sum(reserves)
+    assert funds.equity == cash + sum(costs)
+    assert funds.short_collateral == sum(-cost * Decimal("1.5") for cost in costs if cost < 0)
