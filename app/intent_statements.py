@@ -24,11 +24,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Column, bindparam, case, insert, literal, select, update
+from sqlalchemy import Column, Insert, bindparam, case, insert, literal, select, true, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import ClauseElement
 
-from app import schema
+from app import schema, trading
 from app.sql import Statement
 
 _ORDER_COLUMNS = (
@@ -47,7 +47,7 @@ def _fixed(value: object, column: Column[Any]) -> Any:
     return literal(value, type_=column.type)
 
 
-def _opening(_dialect: str) -> ClauseElement:
+def _opening(_dialect: str) -> Insert:
     positions, orders = schema.positions, schema.orders
     given, fixed = _given, _fixed
 
@@ -98,6 +98,17 @@ def _opening(_dialect: str) -> ClauseElement:
 
 
 OPENING = Statement(_opening)
+
+
+def _opening_with_funds(dialect: str) -> ClauseElement:
+    ordered = _opening(dialect).cte("ordered")
+    funds = trading.committed(dialect).subquery("funds")
+    return select(funds, ordered.c.id, ordered.c.position_id).select_from(
+        funds.outerjoin(ordered, true())
+    )
+
+
+OPENING_WITH_FUNDS = Statement(_opening_with_funds)
 
 
 def _closing(_dialect: str) -> ClauseElement:

@@ -29,11 +29,11 @@ from sqlalchemy import ColumnElement, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import schema, sql
-from app.errors import PositionAlreadyExists
-from app.intent_statements import CLOSING, OPENING
-from app.rules import AccountTerms, Direction, Funds, OrderPlan, Side, side_for
+from app.errors import InsufficientFunds, PositionAlreadyExists
+from app.intent_statements import CLOSING, OPENING, OPENING_WITH_FUNDS
+from app.rules import UNLIMITED, AccountTerms, Direction, Funds, OrderPlan, Side, side_for
 from app.sql import Statement, Tx, UniqueViolation
-from app.trading import OpenPosition, funds
+from app.trading import OpenPosition, funds, funds_of
 from app.values import value
 from app.workers import Worker
 
@@ -73,45 +73,62 @@ async def reserve_open(
     now: datetime,
     venue_cash: Decimal | None = None,
 ) -> OrderIntent:
+    """The open's funds read under the account's lock (:func:`app.trading.funds`), ``decide``
+    run on them (it raises the rules' refusal), then the position ``opening`` and the order's
+    intent. The caller's transaction is undone when this raises.
+
+    On PostgreSQL, in a transaction that began with the account locked, the read and the
+    inserts are one statement (:data:`OPENING_WITH_FUNDS`: one round trip fewer while every
+    open on the account waits for its lock): the order is planned first with funds that
+    refuse nothing (``rules.UNLIMITED``), the statement inserts it and reads the funds as
+    they were before it, and ``decide`` runs again on those. A refusal then undoes the
+    inserts with the transaction; the answer is the same as when the funds are read first.
+    A plan refused even with unlimited funds (no shorts allowed, nothing allocated) takes
+    the way of a transaction begun without the lock: the funds read first, as on SQLite."""
     # The position is read under the account's lock, never before it: an open that read
     # "none" before another open committed would insert its own, wait on the unique index
     # for that one's fill (which waits for this account lock to move the cash): a deadlock
     # on PostgreSQL, seen in test_twenty_concurrent_opens_for_one_strategy_give_one_position.
+    opening = {  # the parameters of the one-statement opens, but for the plan's
+        "strategy_id": strategy_id,
+        "account_id": account_id,
+        "direction": direction,
+        "provider_position_id": provider_position_id,
+        "client_order_id": client_order_id,
+        "event_id": event_id,
+        "now": now,
+    }
+    if tx.dialect.name == "postgresql" and tx.locked_account == account_id:
+        try:
+            planned = decide(UNLIMITED, False)
+        except InsufficientFunds:
+            pass  # refused for what the funds cannot change: the order of checks decides
+        else:
+            row = await tx.first(OPENING_WITH_FUNDS, **opening, **_planned(planned))
+            if row is None:
+                raise LookupError(f"no account {account_id}")
+            current, has_open = funds_of(row, terms=terms, venue_cash=venue_cash)
+            if decide(current, has_open) != planned:  # a refusal raises here
+                raise AssertionError("an open planned twice gave two plans")
+            order_id, position_id = row[4:]
+            if order_id is None:  # the strategy's position not closed, committed meanwhile
+                raise PositionAlreadyExists(_ALREADY_OPEN)
+            return _opened(
+                planned,
+                order_id,
+                position_id,
+                client_order_id=client_order_id,
+                account_id=account_id,
+            )
     current, has_open = await funds(
         tx, account_id, strategy_id=strategy_id, terms=terms, venue_cash=venue_cash
     )
     plan = decide(current, has_open)
     if tx.dialect.name == "postgresql":
-        row = await tx.first(
-            OPENING,
-            strategy_id=strategy_id,
-            account_id=account_id,
-            ticker=plan.instrument.ticker,
-            direction=direction,
-            provider_position_id=provider_position_id,
-            client_order_id=client_order_id,
-            event_id=event_id,
-            symbol=plan.instrument.symbol,
-            side=plan.side,
-            quantity=plan.quantity,
-            reserved=plan.reserve,
-            now=now,
-        )
+        row = await tx.first(OPENING, **opening, **_planned(plan))
         if row is None:
             raise PositionAlreadyExists(_ALREADY_OPEN)
-        order_id, position_id = row
-        return OrderIntent(
-            order_id=order_id,
-            client_order_id=client_order_id,
-            account_id=account_id,
-            position_id=position_id,
-            purpose="open",
-            ticker=plan.instrument.ticker,
-            symbol=plan.instrument.symbol,
-            side=plan.side,
-            quantity=plan.quantity,
-            held=(ZERO, ZERO),
-        )
+        return _opened(plan, *row, client_order_id=client_order_id, account_id=account_id)
     try:
         # No savepoint is needed: a refused insert changes nothing, and the caller's
         # transaction ends with the error (on PostgreSQL it is aborted anyway).
@@ -146,6 +163,33 @@ async def reserve_open(
         reserved=plan.reserve,
         held=(ZERO, ZERO),
         now=now,
+    )
+
+
+def _planned(plan: OrderPlan) -> dict[str, object]:
+    return {
+        "ticker": plan.instrument.ticker,
+        "symbol": plan.instrument.symbol,
+        "side": plan.side,
+        "quantity": plan.quantity,
+        "reserved": plan.reserve,
+    }
+
+
+def _opened(
+    plan: OrderPlan, order_id: int, position_id: int, *, client_order_id: str, account_id: int
+) -> OrderIntent:
+    return OrderIntent(
+        order_id=order_id,
+        client_order_id=client_order_id,
+        account_id=account_id,
+        position_id=position_id,
+        purpose="open",
+        ticker=plan.instrument.ticker,
+        symbol=plan.instrument.symbol,
+        side=plan.side,
+        quantity=plan.quantity,
+        held=(ZERO, ZERO),
     )
 
 

@@ -73,6 +73,14 @@ class Funds:
         return self.cash - self.reserved - self.short_collateral
 
 
+# Funds no order is refused for (unless its strategy allocates nothing): on PostgreSQL an
+# open's order is planned with these before its funds are read, in the statement that also
+# makes its intent, and planned again with the funds read (app.intents.reserve_open).
+UNLIMITED = Funds(
+    cash=Decimal("1e30"), reserved=Decimal(0), short_collateral=Decimal(0), equity=Decimal("1e30")
+)
+
+
 @value
 class OrderPlan:
     """What to send: the sized quantity, and the funds to set aside until it fills."""

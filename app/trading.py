@@ -13,10 +13,12 @@ to the commit. Trading on one account waits for no more than that.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     Column,
     ColumnElement,
+    Select,
     Text,
     bindparam,
     cast,
@@ -27,7 +29,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql import ClauseElement
 
 from app import journal, schema, sql
 from app.rules import AccountTerms, Direction, Funds, short_collateral
@@ -66,7 +67,7 @@ class OpenPosition:
 # open on the account waits while the account's lock is held for it. The cash is read after
 # the row's lock was taken by a statement before it (a lock inside this statement would come
 # after its snapshot was taken, and see a stale cash).
-def _committed(dialect: str) -> ClauseElement:
+def committed(dialect: str) -> Select[Any]:
     def amounts(column: Column[Decimal]) -> ColumnElement[str]:
         if dialect == "postgresql":
             return func.string_agg(cast(column, Text), literal_column("','"))
@@ -85,13 +86,13 @@ def _committed(dialect: str) -> ClauseElement:
     )
     return select(
         schema.accounts.c.cash,
-        reserved.scalar_subquery(),
-        costs.scalar_subquery(),
-        has_open,
+        reserved.scalar_subquery().label("reserved"),
+        costs.scalar_subquery().label("costs"),
+        has_open.label("has_open"),
     ).where(schema.accounts.c.id == account_id)
 
 
-_COMMITTED = Statement(_committed)
+_COMMITTED = Statement(committed)
 
 
 def _amounts(joined: str | None) -> list[Decimal]:
@@ -117,7 +118,14 @@ async def funds(
     row = await tx.first(_COMMITTED, account_id=account_id, strategy_id=strategy_id)
     if row is None:
         raise LookupError(f"no account {account_id}")
-    ledger_cash, reserved_amounts, costs, has_open = row
+    return funds_of(row, terms=terms, venue_cash=venue_cash)
+
+
+def funds_of(
+    row: tuple[Any, ...], *, terms: AccountTerms, venue_cash: Decimal | None = None
+) -> tuple[Funds, bool]:
+    """:func:`funds` from the row :func:`committed` reads (its first four columns)."""
+    ledger_cash, reserved_amounts, costs, has_open = row[:4]
     reserved = sum(_amounts(reserved_amounts), ZERO)
     collateral = equity_at_cost = ZERO
     for cost in _amounts(costs):

@@ -14,6 +14,7 @@ from tests.conftest import (
     TOKEN,
     Clock,
     Service,
+    ServiceFactory,
     check_invariants,
     dumps,
     envelope,
@@ -403,3 +404,32 @@ def test_stale_signal_is_422(service: Service) -> None:
     response = service.send("SIGNAL_OPEN", signal(), timestamp=int(future.timestamp() * 1000))
     assert_generic(response, 422, "stale_signal")
     assert service.rows("SELECT * FROM orders") == []
+
+
+def test_without_shorts_a_second_open_is_refused_for_its_position_first(
+    start_service: ServiceFactory,
+) -> None:
+    """The order of an open's checks on an account that allows no shorts: a sell with the
+    strategy's position open is refused for the position (PositionAlreadyExists), one
+    without it for the account (InsufficientFunds); neither leaves an order behind. On
+    PostgreSQL such a sell is the open whose funds are read before its intent is made
+    (app.intents.reserve_open), where any other is planned first."""
+    no_shorts = {
+        "name": "demo-paper",
+        "user": "demo@example.com",
+        "initial_deposit": "100000",
+        "allow_short": False,
+    }
+    service = start_service(accounts=[no_shorts])
+    assert service.send("SIGNAL_OPEN", signal(quantity=1)).status_code == 200
+    assert_typed(
+        service.send("SIGNAL_OPEN", signal(direction="SELL", quantity=1)),
+        409,
+        "PositionAlreadyExists",
+    )
+    other = {"id": "no-position-yet", "name": "Fresh"}
+    refused = service.send("SIGNAL_OPEN", signal(direction="SELL", quantity=1, strategy=other))
+    assert_typed(refused, 422, "InsufficientFunds")
+    assert refused.json()["message"] == "this account does not allow short positions"
+    assert len(service.rows("SELECT id FROM orders")) == 1
+    assert len(open_positions(service)) == 1
