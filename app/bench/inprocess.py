@@ -2,7 +2,9 @@
 the machine (callgrind's instructions per delivery) and profiles of a delivery's path.
 
 ``python -m app.bench.inprocess`` builds the app of the config (:func:`create_app`) on a
-fresh SQLite file, or on ``--database-url``, runs its lifespan, and calls its ASGI callable
+fresh SQLite file, or with ``--database-url`` on a new PostgreSQL database made beside the
+one named and dropped afterwards (as ``signalbridge bench`` does: each run starts empty, and
+each pair's strategy is new to it), runs its lifespan, and calls its ASGI callable
 directly with the bench's requests (:meth:`app.bench.load.Target.pairs`): ``--warmup``
 open/close pairs, then ``--pairs`` pairs from ``--concurrency`` slots, each slot sending a
 pair's close once its open is answered. It prints the deliveries per second and this
@@ -40,6 +42,7 @@ from app.application import create_app
 from app.bench import BenchError
 from app.bench.baseline import PATH
 from app.bench.command import QUANTITY, TICKER, bench_integration
+from app.bench.database import fresh
 from app.bench.load import Target
 from app.settings import Settings, load_settings
 
@@ -193,7 +196,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m app.bench.inprocess", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--config", help="the config file (the CLI's default otherwise)")
-    parser.add_argument("--database-url", help="a database to use (default: a fresh SQLite file)")
+    parser.add_argument(
+        "--database-url",
+        help="a PostgreSQL server's database, beside which a new one is made and dropped "
+        "(default: a fresh SQLite file)",
+    )
     parser.add_argument("--concurrency", type=int, default=32, help="slots (32)")
     parser.add_argument("--pairs", type=int, default=500, help="measured open/close pairs (500)")
     parser.add_argument("--warmup", type=int, default=200, help="pairs sent first (200)")
@@ -203,10 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("concurrency from 1 to 1024, pairs at least 1, warmup at least 0", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="signalbridge-inprocess-") as directory:
-        url = arguments.database_url or f"sqlite+aiosqlite:///{Path(directory) / 'bench.db'}"
-        settings = load_settings(arguments.config, database_url=url, log_level="WARNING")
         try:
-            figures = asyncio.run(_measure(settings, arguments))
+            with fresh(arguments.database_url, directory=Path(directory)) as url:
+                settings = load_settings(arguments.config, database_url=url, log_level="WARNING")
+                figures = asyncio.run(_measure(settings, arguments))
         except BenchError as exc:
             print(f"inprocess: {exc}", file=sys.stderr)
             return 2
