@@ -23,6 +23,7 @@ from app.database import insert_id, update_row
 from app.errors import Conflict, NotFound
 from app.settings import AccountConfig, Settings
 from app.sql import Statement, Tx
+from app.strategies import STRATEGY_COLUMNS, Strategy
 from app.values import value
 
 IntegrationStatus = str
@@ -57,15 +58,27 @@ _INTEGRATION_COLUMNS = (
 _WITH_ACCOUNT = schema.integrations.join(
     schema.accounts, schema.accounts.c.id == schema.integrations.c.account_id
 )
-# Every live token with its integration: authentication is one statement.
+# Every live token with its integration and, when the delivery names one, that
+# integration's strategy of that external id: authentication is one statement, and a
+# signal of a known strategy needs no statement of its own to find it.
+_NAMED_STRATEGY = schema.strategies.c.external_id == bindparam(
+    "strategy", type_=schema.strategies.c.external_id.type
+)
 _LIVE_TOKENS = Statement(
-    select(*_INTEGRATION_COLUMNS, schema.integration_tokens.c.token_sha256)
-    .select_from(_WITH_ACCOUNT.join(schema.integration_tokens))
+    select(*_INTEGRATION_COLUMNS, *STRATEGY_COLUMNS, schema.integration_tokens.c.token_sha256)
+    .select_from(
+        _WITH_ACCOUNT.join(schema.integration_tokens).outerjoin(
+            schema.strategies,
+            (schema.strategies.c.integration_id == schema.integrations.c.id) & _NAMED_STRATEGY,
+        )
+    )
     .where(
         schema.integration_tokens.c.revoked_at.is_(None),
         schema.integrations.c.status != "deleted",
     )
 )
+_STRATEGY_AT = len(_INTEGRATION_COLUMNS)
+_TOKEN_AT = _STRATEGY_AT + len(STRATEGY_COLUMNS)
 _INTEGRATION = Statement(
     select(*_INTEGRATION_COLUMNS)
     .select_from(_WITH_ACCOUNT)
@@ -73,26 +86,42 @@ _INTEGRATION = Statement(
 )
 
 
-async def authenticate(tx: Tx, headers: Mapping[str, str]) -> tuple[Integration | None, str | None]:
-    """The integration whose live token arrived in its header, and the token presented.
+@value
+class Authenticated:
+    """What a delivery's token check found."""
+
+    integration: Integration | None  # whose live token arrived in its header
+    presented: str | None  # the token presented
+    strategy: Strategy | None  # the integration's strategy the delivery names, if it exists
+
+
+async def authenticate(
+    tx: Tx, headers: Mapping[str, str], *, strategy: str | None = None
+) -> Authenticated:
+    """The integration whose live token arrived in its header, the token presented, and the
+    integration's strategy of the external id ``strategy`` (as read now; None when there
+    is none, or none is named).
 
     Every live token is compared, in constant time, against the digest of what arrived in
     that token's header; the search does not stop at the first match.
     """
     found: Integration | None = None
+    known: Strategy | None = None
     presented: str | None = None
     digests: dict[str, str] = {}  # of each header's value, computed once
-    for *integration, digest in await tx.rows(_LIVE_TOKENS):
-        header = integration[-1]
+    for row in await tx.rows(_LIVE_TOKENS, strategy=strategy):
+        header = row[_STRATEGY_AT - 1]
         value = headers.get(header)
         if value is None:
             continue
         presented = value
         if header not in digests:
             digests[header] = token_digest(value)
-        if hmac.compare_digest(digests[header], digest):
-            found = Integration(*integration)
-    return found, presented
+        if hmac.compare_digest(digests[header], row[_TOKEN_AT]):
+            found = Integration(*row[:_STRATEGY_AT])
+            named = row[_STRATEGY_AT:_TOKEN_AT]
+            known = Strategy(*named) if named[0] is not None else None
+    return Authenticated(found, presented, known)
 
 
 async def integration_by_id(tx: Tx, integration_id: int) -> Integration:

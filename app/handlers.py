@@ -107,15 +107,17 @@ class Handlers:
                 f"the signal's timestamp is {age:.0f} s from now; at most "
                 f"{self._settings.max_signal_age_seconds:.0f} s is accepted"
             )
-        async with self._database.autocommit(run.pending) as tx:  # each step idempotent
-            strategy = await strategies.ensure_strategy(
-                tx,
-                run.integration.id,
-                external_id=signal.strategy.id,
-                name=signal.strategy.name,
-                enabled=True,
-                now=self._clock(),
-            )
+        strategy = strategies.settled(run.strategy, name=signal.strategy.name, enabled=True)
+        if strategy is None:
+            async with self._database.autocommit(run.pending) as tx:  # each step idempotent
+                strategy = await strategies.ensure_strategy(
+                    tx,
+                    run.integration.id,
+                    external_id=signal.strategy.id,
+                    name=signal.strategy.name,
+                    enabled=True,
+                    now=self._clock(),
+                )
         if strategy.paused:
             raise StrategyPaused(
                 f"the operator paused strategy {strategy.external_id}; the signal was stored "

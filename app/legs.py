@@ -38,6 +38,9 @@ class Run:
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     pending: Pending = field(default_factory=Pending)  # its writes' commits, not yet awaited
+    # The strategy the event names, as the delivery's token check read it (None when it was
+    # not read, or not there): see strategies.settled.
+    strategy: strategies.Strategy | None = None
 
 
 class Legs:

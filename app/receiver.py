@@ -191,12 +191,16 @@ class Receiver:
         except RequestError as exc:
             error = exc
         pending = Pending()
-        # One write block reads the tokens and stores the delivery (its claim, or its
-        # refusal). On SQLite the read runs on the writer, whose page cache is warm: a
-        # separate reader's cache is dropped at every commit. The tokens are never written
-        # inside a batch (only through Database.write), so it reads what is committed.
+        # One write block reads the tokens (and the strategy the event names: see
+        # directory.authenticate) and stores the delivery (its claim, or its refusal). On
+        # SQLite the read runs on the writer, whose page cache is warm: a separate reader's
+        # cache is dropped at every commit. The tokens are never written inside a batch
+        # (only through Database.write), so it reads what is committed of them.
         async with self._database.autocommit(pending) as tx:
-            integration, presented = await directory.authenticate(tx, headers)
+            found = await directory.authenticate(
+                tx, headers, strategy=parsed.strategy_id if parsed is not None else None
+            )
+            integration, presented = found.integration, found.presented
             if presented:
                 # The provider echoes its webhook headers, token included, inside the body.
                 redacted = raw_body.replace(presented.encode(), b"[redacted]")
@@ -236,7 +240,13 @@ class Receiver:
                 "envelope version %s is deprecated from %s", parsed.version, parsed.deprecation
             )
         answer = await self._accept(
-            delivery, parsed, integration, key=key, started=started, claimed=(event_id, pending)
+            delivery,
+            parsed,
+            integration,
+            key=key,
+            started=started,
+            claimed=(event_id, pending),
+            strategy=found.strategy,
         )
         return answer, parsed.event.type
 
@@ -249,10 +259,12 @@ class Receiver:
         key: str,
         started: float,
         claimed: tuple[int | None, Pending] | None = None,
+        strategy: strategies.Strategy | None = None,
     ) -> inbox.Answer:
         """Claim the dedupe key and run the event, or answer as its first delivery did.
         ``claimed``: the caller stored the delivery already (its id, None when the key was
-        taken, and the pending commit of that write)."""
+        taken, and the pending commit of that write). ``strategy``: the one the event names,
+        as its token check read it (:attr:`app.legs.Run.strategy`)."""
         if claimed is None:
             pending = Pending()
             async with self._database.autocommit(pending) as tx:  # one INSERT: the claim
@@ -269,7 +281,9 @@ class Receiver:
             details = intake.details_of(parsed, integration)
             return await self._repeat(delivery, details, key, parsed, integration)
         await crash_after("stored", self._settings.crash_at, pending)
-        run = Run(event_id, key, parsed, integration, resuming=False, pending=pending)
+        run = Run(
+            event_id, key, parsed, integration, resuming=False, pending=pending, strategy=strategy
+        )
         run.timings["receive_ms"] = (time.perf_counter() - started) * 1000
         return await self._run(run)
 

@@ -29,7 +29,7 @@ class Strategy:
     allocation_percent: Decimal | None = None
 
 
-_STRATEGY_COLUMNS = (
+STRATEGY_COLUMNS = (
     schema.strategies.c.id,
     schema.strategies.c.external_id,
     schema.strategies.c.name,
@@ -44,16 +44,16 @@ _KEY = (
     schema.strategies.c.integration_id == bindparam("integration_id"),
     schema.strategies.c.external_id == bindparam("external_id"),
 )
-_BY_KEY = sql.Statement(select(*_STRATEGY_COLUMNS).where(*_KEY))
+_BY_KEY = sql.Statement(select(*STRATEGY_COLUMNS).where(*_KEY))
 _BY_ID = sql.Statement(
-    select(*_STRATEGY_COLUMNS).where(schema.strategies.c.id == bindparam("strategy_id"))
+    select(*STRATEGY_COLUMNS).where(schema.strategies.c.id == bindparam("strategy_id"))
 )
 _CREATED_COLUMNS = ["integration_id", "external_id", "name", "enabled", "updated_at"]
 _CREATE = sql.insert_or_ignore(
     schema.strategies,
     _CREATED_COLUMNS,
     unique=["integration_id", "external_id"],
-    returning=_STRATEGY_COLUMNS,
+    returning=STRATEGY_COLUMNS,
 )
 
 
@@ -62,7 +62,7 @@ def _found_or_created(_dialect: str) -> ClauseElement:
     trip (each costs the service and the database CPU: README, Performance). No row when
     another delivery inserted it meanwhile (its insert is not yet visible here)."""
     table = schema.strategies
-    found = select(*_STRATEGY_COLUMNS).where(*_KEY).cte("found")
+    found = select(*STRATEGY_COLUMNS).where(*_KEY).cte("found")
     created = (
         postgresql.insert(table)
         .from_select(
@@ -72,13 +72,25 @@ def _found_or_created(_dialect: str) -> ClauseElement:
             ),
         )
         .on_conflict_do_nothing(index_elements=["integration_id", "external_id"])
-        .returning(*_STRATEGY_COLUMNS)
+        .returning(*STRATEGY_COLUMNS)
         .cte("created")
     )
     return union_all(select(found), select(created))
 
 
 _FOUND_OR_CREATED = sql.Statement(_found_or_created)
+
+
+def settled(known: Strategy | None, *, name: str, enabled: bool | None) -> Strategy | None:
+    """``known``, the strategy as read with its delivery's token check
+    (:func:`app.directory.authenticate`), when :func:`ensure_strategy` would write nothing
+    to it (neither its flag nor its name changes): the delivery then needs no statement for
+    it. None when it must go through :func:`ensure_strategy`."""
+    if known is None:
+        return None
+    if (known.enabled if enabled is None else enabled) != known.enabled:
+        return None
+    return known if (name or known.name) == known.name else None
 
 
 async def ensure_strategy(

@@ -20,6 +20,7 @@ from tests.conftest import (
     envelope,
     signal,
 )
+from tests.test_admin import post
 
 GUIDE_EXAMPLE = {
     "v1": {
@@ -433,3 +434,36 @@ def test_without_shorts_a_second_open_is_refused_for_its_position_first(
     assert refused.json()["message"] == "this account does not allow short positions"
     assert len(service.rows("SELECT id FROM orders")) == 1
     assert len(open_positions(service)) == 1
+
+
+def test_a_signal_of_a_known_strategy_enables_and_renames_it(service: Service) -> None:
+    """A signal's strategy is read with its delivery's token check (app.directory); one the
+    provider disabled, or renamed, is enabled and renamed by the signal all the same."""
+    assert service.send("SIGNAL_OPEN", signal()).status_code == 200
+    assert service.send("STRATEGY_DISABLED", STRATEGY).status_code == 200
+    renamed = {**STRATEGY, "name": "Gold, renamed"}
+    assert service.send("SIGNAL_CLOSE", signal(strategy=renamed)).status_code == 200
+    [row] = service.rows("SELECT enabled, name FROM strategies")
+    assert (bool(row["enabled"]), row["name"]) == (True, "Gold, renamed")
+    assert open_positions(service) == []
+
+
+def test_two_integrations_keep_their_own_strategy_of_one_external_id(service: Service) -> None:
+    """The strategy a delivery's token check reads is its own integration's: another
+    integration's signal naming the same external id opens a position of its own."""
+    assert service.send("SIGNAL_OPEN", signal(quantity=1)).status_code == 200
+    ada = post(service, "/api/users", {"email": "ada@example.com"}).json()["users"]
+    sandbox = f"sandbox-{next(u['id'] for u in ada if u['email'] == 'ada@example.com')}"
+    post(service, f"/api/accounts/{sandbox}/deposits", {"amount": 5000})
+    integration = {"name": "ada", "user": "ada@example.com", "account": sandbox}
+    token = post(service, "/api/integrations", integration).json()["token"]
+    assert service.send("INTEGRATION_APPROVED", token=token).status_code == 200
+    opened = service.send("SIGNAL_OPEN", signal(quantity=1), token=token)
+    assert opened.status_code == 200, opened.text
+    rows = service.rows(
+        "SELECT strategies.integration_id, positions.account_id FROM strategies"
+        " JOIN positions ON positions.strategy_id = strategies.id"
+        " WHERE positions.status = 'open' ORDER BY strategies.id"
+    )
+    assert len({row["integration_id"] for row in rows}) == 2
+    assert len({row["account_id"] for row in rows}) == 2
