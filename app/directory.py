@@ -77,6 +77,9 @@ _LIVE_TOKENS = Statement(
         schema.integrations.c.status != "deleted",
     )
 )
+# Where each part of a row of _LIVE_TOKENS begins: the integration's columns end with its
+# token's header name; then the strategy's columns (all None when it has none), the digest.
+_HEADER_AT = len(_INTEGRATION_COLUMNS) - 1
 _STRATEGY_AT = len(_INTEGRATION_COLUMNS)
 _TOKEN_AT = _STRATEGY_AT + len(STRATEGY_COLUMNS)
 _INTEGRATION = Statement(
@@ -110,7 +113,7 @@ async def authenticate(
     presented: str | None = None
     digests: dict[str, str] = {}  # of each header's value, computed once
     for row in await tx.rows(_LIVE_TOKENS, strategy=strategy):
-        header = row[_STRATEGY_AT - 1]
+        header = row[_HEADER_AT]
         value = headers.get(header)
         if value is None:
             continue

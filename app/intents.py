@@ -131,7 +131,7 @@ async def reserve_open(
         return _opened(plan, *row, client_order_id=client_order_id, account_id=account_id)
     try:
         # No savepoint is needed: a refused insert changes nothing, and the caller's
-        # transaction ends with the error (on PostgreSQL it is aborted anyway).
+        # transaction ends with the error.
         position_id = await sql.insert_id(
             tx,
             schema.positions,

@@ -193,7 +193,7 @@ class Service:
             finally:
                 connection.close()
         numbered = [(_dollar_placeholders(sql), parameters) for sql, parameters in queries]
-        return asyncio.run(_postgres_fetch(self.database_url, numbered))
+        return asyncio.run(postgres_fetch(self.database_url, numbered))
 
 
 ServiceFactory = Callable[..., Service]
@@ -206,9 +206,7 @@ def _dollar_placeholders(sql: str) -> str:
     return re.sub(r"\?", lambda _match: f"${next(counter)}", sql)
 
 
-async def _postgres_fetch(
-    url: str, queries: Sequence[tuple[str, Sequence[Any]]]
-) -> list[list[Any]]:
+async def postgres_fetch(url: str, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
     connection = await asyncpg.connect(url.replace("+asyncpg", ""))
     try:
         return [list(await connection.fetch(sql, *parameters)) for sql, parameters in queries]

@@ -3,13 +3,14 @@ real SQLite file (or PostgreSQL database), with the bench's requests."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
 from app.bench.inprocess import main
-from tests.conftest import CONFIG
+from tests.conftest import CONFIG, postgres_fetch
 
 
 def test_it_drives_the_app_and_reports_each_answer_and_the_cpu_per_delivery(
@@ -47,6 +48,9 @@ def test_on_postgresql_it_counts_a_deliverys_round_trips(
     assert code == 0
     assert figures["statuses"] == {"200": 10}
     assert figures["round_trips_per_delivery"] == (9 + 6) / 2
+    # The named database (built, with no rows) is left as it was: the run had its own.
+    [[stored]] = asyncio.run(postgres_fetch(database_url, [("SELECT count(*) FROM events", [])]))
+    assert stored[0] == 0
 
 
 def test_answers_other_than_200_fail_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
