@@ -137,9 +137,11 @@ class SqliteWriter:
             raw = (await self._writer.get_raw_connection()).driver_connection
             assert isinstance(raw, sqlite.InlineConnection)
             self._raw = raw.sqlite
-            # A savepoint's undo log (the sub-journal) in memory: on disk it is a temporary
-            # file past 64 KiB, written on the loop's thread, of no use after a crash.
-            self._raw.execute("PRAGMA temp_store=MEMORY")
+            if not sqlite.library_configured():
+                # A savepoint's undo log (the sub-journal) in memory, in pieces of 1 KiB:
+                # at SQLite's default it is a temporary file past 64 KiB, written on the
+                # loop's thread, of no use after a crash (see sqlite.configure_library).
+                self._raw.execute("PRAGMA temp_store=MEMORY")
             self._raw_tx = SqliteTx(self._raw, self._dialect)
         return self._writer
 

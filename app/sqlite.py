@@ -38,27 +38,42 @@ def _null(_value: None) -> None:
 sqlite3.register_adapter(type(None), _null)
 
 SQLITE_CONFIG_MEMSTATUS = 9  # sqlite3.h
-_memory_statistics = {"off": False}
+SQLITE_CONFIG_STMTJRNL_SPILL = 26  # sqlite3.h
+# How much of a statement's or savepoint's undo log (the sub-journal) SQLite keeps in memory
+# before it writes it to a temporary file; also the size of its one block of memory there.
+# Not more: SQLite 3.40.1 fails that write (SQLITE_FULL) when the log it moves to the file
+# is longer than 128 KiB (measured: a limit of 131,073 bytes spills right, 135,000 fails).
+STATEMENT_JOURNAL_IN_MEMORY = 128 * 1024
+_library = {"configured": False}
 
 
-def turn_off_memory_statistics() -> bool:
-    """Turn off SQLite's memory statistics for the process, unless SQLite is in use.
+def configure_library() -> bool:
+    """Configure SQLite for the process, unless SQLite is in use; return whether this call
+    configured it.
 
-    With them on (the library's default) every allocation and free inside SQLite takes a
-    process-wide mutex to count bytes for ``sqlite3_memory_used()`` and the soft heap limit,
-    neither of which Python's ``sqlite3`` or this service reads; SQLite's "Recommended
-    Compile-time Options" turn them off (``SQLITE_DEFAULT_MEMSTATUS=0``). A delivery costs
-    4.8 % fewer instructions without them (README, Performance).
+    - Memory statistics off. With them on (the library's default) every allocation and free
+      inside SQLite takes a process-wide mutex to count bytes for ``sqlite3_memory_used()``
+      and the soft heap limit, neither of which Python's ``sqlite3`` or this service reads;
+      SQLite's "Recommended Compile-time Options" turn them off
+      (``SQLITE_DEFAULT_MEMSTATUS=0``). A delivery costs 4.8 % fewer instructions without
+      them (README, Performance).
+    - A sub-journal held in memory up to ``STATEMENT_JOURNAL_IN_MEMORY`` (SQLite's default
+      is 64 KiB) in one block. Each write transaction in the SQLite writer's batch is a
+      savepoint, whose undo log (a page's old content for each page it changes) outgrows
+      the default in a delivery's report: it became a temporary file, written on the
+      loop's thread. ``temp_store=MEMORY``, which the writer set for that before, keeps it
+      in memory but in pieces of 1 KiB, five allocations a page: a delivery costs 2 to 3 %
+      more instructions that way. Past the limit a sub-journal still spills to a file, as
+      at SQLite's default.
 
     ``sqlite3_config`` works only while the library is shut down, and importing Python's
     module initialised it: so the library is shut down, configured and initialised again,
     which is safe only with no connection open. It is done only when the library counts no
     memory in use (every open connection holds some), and once per process (with the
     statistics off it counts none). The functions are looked up through ``_sqlite3``'s own
-    handle: those of the SQLite it is linked with, or built with. Returns whether the
-    statistics were turned off by this call.
+    handle: those of the SQLite it is linked with, or built with.
     """
-    if _memory_statistics["off"]:
+    if _library["configured"]:
         return False
     try:
         library = ctypes.CDLL(_sqlite3.__file__)
@@ -68,13 +83,22 @@ def turn_off_memory_statistics() -> bool:
     memory_used.restype = ctypes.c_int64
     if memory_used() != 0 or library.sqlite3_shutdown() != sqlite3.SQLITE_OK:
         return False
-    configured = library.sqlite3_config(SQLITE_CONFIG_MEMSTATUS, ctypes.c_int(0))
+    settings = (
+        (SQLITE_CONFIG_MEMSTATUS, 0),
+        (SQLITE_CONFIG_STMTJRNL_SPILL, STATEMENT_JOURNAL_IN_MEMORY),
+    )
+    results = [library.sqlite3_config(option, ctypes.c_int(value)) for option, value in settings]
     library.sqlite3_initialize()
-    _memory_statistics["off"] = configured == sqlite3.SQLITE_OK
-    return _memory_statistics["off"]
+    _library["configured"] = all(result == sqlite3.SQLITE_OK for result in results)
+    return _library["configured"]
 
 
-turn_off_memory_statistics()
+def library_configured() -> bool:
+    """Whether :func:`configure_library` configured SQLite in this process."""
+    return _library["configured"]
+
+
+configure_library()
 
 
 def create_engine(url: str, *, pool_size: int) -> AsyncEngine:
