@@ -88,9 +88,12 @@ class Execution:
         *,
         timings: dict[str, float],
         pending: Pending,
+        answer: inbox.AnswerWithFill | None = None,
     ) -> OrderReport:
         """Submit a persisted intent (to a live venue once it and every write before it are
-        durable); record the outcome (in ``pending``); raise if it did not fill."""
+        durable); record the outcome (in ``pending``); raise if it did not fill. ``answer``:
+        the delivery's, when this is its last write; stored with a fill recorded in one
+        statement (PostgreSQL) when this returns, else left to the caller."""
         broker = self._brokers[account]
         started = asyncio.get_running_loop().time()
         error: Exception | None = None
@@ -114,20 +117,21 @@ class Execution:
         committing = asyncio.get_running_loop().time()
         _add(timings, "broker_ms", committing - started)
         now = self._clock()
+        failure = error or _failure(report)
+        carried = answer if failure is None else None  # only a delivery that succeeds
         recorded = False
         if reports.applies_alone(self._database.dialect.name, intent, report):
             async with self._database.autocommit(pending) as tx:  # one statement
-                recorded = await reports.apply_new_fill(tx, intent, report, now=now)
+                values = None if carried is None else carried.values(now)
+                recorded = await reports.apply_new_fill(tx, intent, report, now=now, answer=values)
+            if carried is not None:
+                carried.stored = recorded
         if not recorded:
             async with self._database.transaction(pending) as tx:
                 await reports.apply_report(tx, intent, report, now=now)
         _add(timings, "commit_ms", asyncio.get_running_loop().time() - committing)
-        if error is not None:
-            raise error
-        if report.status == "rejected":
-            raise OrderRejected(report.reason or "the broker rejected the order")
-        if report.status == "pending":
-            raise BrokerUnavailable("the broker has not filled the order yet")
+        if failure is not None:
+            raise failure
         return report
 
     async def resume(
@@ -314,6 +318,15 @@ INTERRUPTED = inbox.Answer(
 
 def _add(timings: dict[str, float], phase: str, seconds: float) -> None:
     timings[phase] = timings.get(phase, 0.0) + seconds * 1000
+
+
+def _failure(report: OrderReport) -> SignalbridgeError | None:
+    """What :meth:`Execution.execute` raises for a report that did not fill, or None."""
+    if report.status == "rejected":
+        return OrderRejected(report.reason or "the broker rejected the order")
+    if report.status == "pending":
+        return BrokerUnavailable("the broker has not filled the order yet")
+    return None
 
 
 def _rejected(intent: intents.OrderIntent, reason: str) -> OrderReport:

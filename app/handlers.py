@@ -126,10 +126,12 @@ class Handlers:
         self._execution.ensure_ready(run.integration.account_name)
         event_type = run.parsed.event.type
         if event_type == "SIGNAL_CLOSE":
+            run.last_leg()
             await self._legs.close(run, strategy, required=True)
             return
         if event_type == "SIGNAL_REOPEN" and not await self._legs.close(
             run, strategy, required=False
         ):
             run.notes.append("reopen found no position to close; opened only")
+        run.last_leg()
         await self._legs.open(run, strategy)

@@ -18,6 +18,7 @@ of the first and gets the first's stored answer. States of a first delivery:
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -235,8 +236,34 @@ async def finish(
     if note is not None:
         values["note"] = note
     if timings is not None:
-        values["timings"] = json.dumps({k: round(v, 3) for k, v in timings.items()})
+        values["timings"] = _timings_text(timings)
     await sql.update_row(tx, schema.events, event_id, **values)
+
+
+@dataclass(slots=True)
+class AnswerWithFill:
+    """A delivery's answer, 200 and ``done``, for its last write to store when that write
+    is one fill's statement (PostgreSQL: :func:`app.reports.apply_new_fill`, which sets
+    ``stored``): one round trip fewer, and the answer is committed with the fill. ``notes``
+    and ``timings`` are the run's own, written as they are at that statement."""
+
+    event_id: int
+    notes: list[str]
+    timings: dict[str, float]
+    stored: bool = False
+
+    def values(self, now: datetime) -> dict[str, object]:
+        """The event row's values as :func:`finish` writes them (a None note leaves the
+        row's own)."""
+        return _answer_values(OK, state="done", now=now) | {
+            "event_id": self.event_id,
+            "note": "; ".join(self.notes) or None,
+            "timings": _timings_text(self.timings),
+        }
+
+
+def _timings_text(timings: dict[str, float]) -> str:
+    return json.dumps({k: round(v, 3) for k, v in timings.items()})
 
 
 async def interrupt(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from app import directory, intents, strategies, trading
+from app import directory, inbox, intents, strategies, trading
 from app.database import Database, Pending
 from app.errors import BrokerUnavailable, InsufficientFunds, PositionNotFound, UnsupportedInstrument
 from app.execution import Execution, LegBusy
@@ -41,6 +41,13 @@ class Run:
     # The strategy the event names, as the delivery's token check read it (None when it was
     # not read, or not there): see strategies.settled.
     strategy: strategies.Strategy | None = None
+    # Set by the handler before the run's last leg: its answer, which that leg's fill may
+    # store (Execution.execute); the receiver then stores it only if the fill did not.
+    answer_with_fill: inbox.AnswerWithFill | None = None
+
+    def last_leg(self) -> None:
+        """What comes next is the run's last leg: its fill may carry the answer."""
+        self.answer_with_fill = inbox.AnswerWithFill(self.event_id, self.notes, self.timings)
 
 
 class Legs:
@@ -116,7 +123,11 @@ class Legs:
             )
         run.timings["checks_ms"] = (time.perf_counter() - checks_started) * 1000
         await self._execution.execute(
-            account.name, intent, timings=run.timings, pending=run.pending
+            account.name,
+            intent,
+            timings=run.timings,
+            pending=run.pending,
+            answer=run.answer_with_fill,
         )
 
     async def close(self, run: Run, strategy: strategies.Strategy, *, required: bool) -> bool:
@@ -152,7 +163,11 @@ class Legs:
                     raise PositionNotFound("the strategy has no open position")
                 return False
         await self._execution.execute(
-            account.name, intent, timings=run.timings, pending=run.pending
+            account.name,
+            intent,
+            timings=run.timings,
+            pending=run.pending,
+            answer=run.answer_with_fill,
         )
         return True
 

@@ -18,10 +18,14 @@ its own, outside a transaction, with values the caller knew before reading anyth
 report of the intent it just made): when the rows are not as expected, nothing is written
 and the caller reads them and writes row by row. Realized PnL and cash move by amounts
 (``+ realized_delta``, ``+ cash_moved``), in ``NUMERIC`` arithmetic, exact.
+
+:data:`ONE_FILL_ANSWERED` also stores the delivery's answer on its event's row, on the same
+condition (:class:`app.inbox.AnswerWithFill`: the fill is the delivery's last write).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from sqlalchemy import (
@@ -48,9 +52,14 @@ from app.columns import ExactDecimal, UTCDateTime
 from app.sql import Statement
 
 
-def _one_fill(_dialect: str) -> ClauseElement:
+def _one_fill(_dialect: str, *, answered: bool = False) -> ClauseElement:
     fills, transactions, postings = schema.fills, schema.ledger_transactions, schema.postings
-    orders, positions, accounts = schema.orders, schema.positions, schema.accounts
+    orders, positions, accounts, events = (
+        schema.orders,
+        schema.positions,
+        schema.accounts,
+        schema.events,
+    )
 
     def amount(name: str) -> Any:
         return bindparam(name, type_=ExactDecimal())
@@ -183,7 +192,24 @@ def _one_fill(_dialect: str) -> ClauseElement:
         .values(cash=type_coerce(accounts.c.cash, Numeric(asdecimal=True)) + amount("cash_moved"))
         .cte("moved")
     )
-    return select(fill.c.id).add_cte(transaction, posted, ordered, positioned, moved)
+    writes = [transaction, posted, ordered, positioned, moved]
+    if answered:  # as app.inbox.finish writes it
+        writes.append(
+            update(events)
+            .where(events.c.id == bindparam("event_id", type_=events.c.id.type), is_new)
+            .values(
+                state=text("state"),
+                answer_status=bindparam("answer_status", type_=events.c.answer_status.type),
+                answer_body=text("answer_body"),
+                error_type=text("error_type"),
+                answered_at=moment("answered_at"),
+                note=func.coalesce(text("note"), events.c.note),
+                timings=text("timings"),
+            )
+            .cte("answered")
+        )
+    return select(fill.c.id).add_cte(*writes)
 
 
 ONE_FILL = Statement(_one_fill)
+ONE_FILL_ANSWERED = Statement(functools.partial(_one_fill, answered=True))

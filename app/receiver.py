@@ -359,16 +359,18 @@ class Receiver:
             unexpected = SignalbridgeError("an unexpected error; see the log")
             state, answer = "retryable", intake.answer_for(unexpected)
         await crash_after("recorded", self._settings.crash_at, run.pending)
-        async with self._database.autocommit(run.pending) as tx:  # one UPDATE
-            await inbox.finish(
-                tx,
-                run.event_id,
-                answer,
-                state=state,
-                now=self._clock(),
-                note="; ".join(run.notes) or None,
-                timings=run.timings,
-            )
+        carried = run.answer_with_fill
+        if state != "done" or carried is None or not carried.stored:
+            async with self._database.autocommit(run.pending) as tx:  # one UPDATE
+                await inbox.finish(
+                    tx,
+                    run.event_id,
+                    answer,
+                    state=state,
+                    now=self._clock(),
+                    note="; ".join(run.notes) or None,
+                    timings=run.timings,
+                )
         await run.pending.durable()
         log.info(
             "event %s %s answered %s",

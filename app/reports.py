@@ -17,6 +17,7 @@ row. Both forms write the same rows from the same arithmetic (:func:`_booked`,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -26,7 +27,7 @@ from sqlalchemy import bindparam, delete, select
 from app import journal, ledger, schema, sql
 from app.broker import Fill, OrderReport
 from app.intents import OrderIntent
-from app.one_fill import ONE_FILL
+from app.one_fill import ONE_FILL, ONE_FILL_ANSWERED
 from app.sql import Statement, Tx
 from app.values import value
 
@@ -199,15 +200,21 @@ def applies_alone(dialect: str, intent: OrderIntent, report: OrderReport) -> boo
 
 
 async def apply_new_fill(
-    tx: Tx, intent: OrderIntent, report: OrderReport, *, now: datetime
+    tx: Tx,
+    intent: OrderIntent,
+    report: OrderReport,
+    *,
+    now: datetime,
+    answer: Mapping[str, object] | None = None,
 ) -> bool:
     """Record a report :func:`applies_alone` accepts, in one statement of its own (``tx``
     outside a transaction): True when it is recorded. False, with nothing written, when the
     order is no longer pending, its position is not as the intent left it, or the fill was
     recorded before: the caller then records the report with :func:`apply_report`, which
-    reads the rows first."""
+    reads the rows first. ``answer``: the event row's values of the delivery's answer
+    (:meth:`app.inbox.AnswerWithFill.values`), written with the fill, or not at all."""
     assert intent.held is not None
-    return await _apply_one_fill(tx, intent, report, held=intent.held, now=now)
+    return await _apply_one_fill(tx, intent, report, held=intent.held, now=now, answer=answer)
 
 
 async def _apply_one_fill(
@@ -217,10 +224,12 @@ async def _apply_one_fill(
     *,
     held: tuple[Decimal, Decimal],
     now: datetime,
+    answer: Mapping[str, object] | None = None,
 ) -> bool:
     """PostgreSQL, a report of one fill, the order pending and its position's quantity and
-    cost ``held``: everything :func:`apply_report` writes, in one statement. False, with
-    nothing written, when the rows are not so or the fill was recorded before."""
+    cost ``held``: everything :func:`apply_report` writes, in one statement (and
+    ``answer``, when given). False, with nothing written, when the rows are not so or the
+    fill was recorded before."""
     (fill,) = report.fills
     # Realized PnL moves by an amount: the book's own is not read (nor needed) here.
     trade, postings, booked = _booked(intent, fill, _Book(*held, ZERO))
@@ -230,8 +239,9 @@ async def _apply_one_fill(
     if not ledger.is_balanced(postings):  # as journal.post refuses one
         raise ValueError(f"unbalanced ledger transaction for fill {fill.fill_id}: {postings}")
     fill_id = await tx.scalar_with(
-        ONE_FILL,
-        _fill_row(intent, fill)
+        ONE_FILL if answer is None else ONE_FILL_ANSWERED,
+        {**(answer or {})}
+        | _fill_row(intent, fill)
         | dict(
             held_quantity=held[0],
             held_cost=held[1],

@@ -35,11 +35,12 @@ def test_it_drives_the_app_and_reports_each_answer_and_the_cpu_per_delivery(
 def test_on_postgresql_it_counts_a_deliverys_round_trips(
     database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """At c=1 each delivery flushes alone, so the count is exact: an open makes 9 round
+    """At c=1 each delivery flushes alone, so the count is exact: an open makes 8 round
     trips (the token check, the delivery stored, its strategy found or created, BEGIN with
-    the account's lock, the funds read with the position and intent made, COMMIT, the fill,
-    the answer stored, the flush), a close 6 (the token check, which also reads the strategy
-    it names, the delivery stored, the claim and intent, the fill, the answer, the flush).
+    the account's lock, the funds read with the position and intent made, COMMIT, the fill
+    with the answer stored, the flush), a close 5 (the token check, which also reads the
+    strategy it names, the delivery stored, the claim and intent, the fill with the answer,
+    the flush).
     A change that adds one to a delivery's path shows here (and belongs in the README's
     Performance section). The run makes its own database beside the one named."""
     arguments = ["--config", str(CONFIG), "--database-url", database_url, "--json"]
@@ -47,7 +48,7 @@ def test_on_postgresql_it_counts_a_deliverys_round_trips(
     figures = json.loads(capsys.readouterr().out)
     assert code == 0
     assert figures["statuses"] == {"200": 10}
-    assert figures["round_trips_per_delivery"] == (9 + 6) / 2
+    assert figures["round_trips_per_delivery"] == (8 + 5) / 2
     # The named database (built, with no rows) is left as it was: the run had its own.
     [[stored]] = asyncio.run(postgres_fetch(database_url, [("SELECT count(*) FROM events", [])]))
     assert stored[0] == 0

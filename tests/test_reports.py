@@ -20,10 +20,14 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select, text
 
-from app import intents, reports, trading
+from app import inbox, intents, reports, trading
 from app.broker import Fill, OrderReport, OrderStatus
-from app.database import Database, create_engine
+from app.database import Database, Pending, create_engine
+from app.execution import Execution
+from app.metrics import Metrics
+from app.paper import PaperBroker
 from app.sql import Statement
+from app.workers import Worker
 from tests.conftest import Service, check_invariants, signal
 
 AT = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -184,11 +188,18 @@ def fills_and_trades(service: Service) -> tuple[int, int]:
     return int(row["fills"]), int(row["trades"])
 
 
-async def alone(database: Database, intent: intents.OrderIntent, answer: OrderReport) -> bool:
+async def alone(
+    database: Database,
+    intent: intents.OrderIntent,
+    answer: OrderReport,
+    *,
+    carrying: inbox.AnswerWithFill | None = None,
+) -> bool:
     """What a leg does with its broker's answer on PostgreSQL (``Execution.execute``)."""
     assert reports.applies_alone(database.dialect.name, intent, answer)
+    values = None if carrying is None else carrying.values(AT)
     async with database.autocommit() as tx:
-        return await reports.apply_new_fill(tx, intent, answer, now=AT)
+        return await reports.apply_new_fill(tx, intent, answer, now=AT, answer=values)
 
 
 def test_only_one_fill_about_an_intent_just_made_is_recorded_alone(service: Service) -> None:
@@ -242,6 +253,84 @@ def test_a_fill_recorded_alone_writes_what_the_rows_would(service: Service) -> N
     assert fills_and_trades(service) == (2, 2)
     book = check_invariants(service, settled=True)
     assert Decimal(book["balance"]) == Decimal(100000) - 4700 - Decimal("0.47") + 4800 - 1
+
+
+def event_answer(service: Service, event_id: int) -> tuple[object, ...]:
+    (row,) = service.rows(
+        "SELECT state, answer_status, answer_body, error_type, note, timings FROM events"
+        " WHERE id = ?",
+        event_id,
+    )
+    return tuple(row.values())
+
+
+@POSTGRESQL
+def test_a_fill_alone_stores_the_answer_it_carries_only_when_it_is_recorded(
+    service: Service,
+) -> None:
+    """A delivery's last fill carries its answer (inbox.AnswerWithFill): written with the
+    fill as inbox.finish writes it, or, when the fill statement writes nothing, not at all
+    (the receiver then stores it). The event here is the open's, answered before."""
+    answered: list[tuple[object, ...]] = []
+    answer = report("filled", fill("f-1", "2", "2400.00"))
+    query = "SELECT event_id FROM orders WHERE purpose = 'close'"
+
+    async def record(database: Database, intent: intents.OrderIntent) -> None:
+        (row,) = await asyncio.to_thread(service.rows, query)
+        event_id = int(row["event_id"])
+        refused = inbox.AnswerWithFill(event_id, ["refused"], {"broker_ms": 1.5})
+        moved = dataclasses.replace(intent, held=(Decimal(3), Decimal(4700)))
+        assert not await alone(database, moved, answer, carrying=refused)
+        answered.append(await asyncio.to_thread(event_answer, service, event_id))
+        carried = inbox.AnswerWithFill(event_id, ["closed", "here"], {"broker_ms": 2.25})
+        assert await alone(database, intent, answer, carrying=carried)
+
+    with_close_intent(service, 2, record)
+
+    (row,) = service.rows(query)
+    event_id = int(row["event_id"])
+    assert answered == [("done", 200, "", None, None, answered[0][5])]  # the open's own
+    assert event_answer(service, event_id) == (
+        "done",
+        200,
+        "",
+        None,
+        "closed; here",
+        '{"broker_ms": 2.25}',
+    )
+    assert position(service) == ("closed", 0, 100, None)
+
+
+@POSTGRESQL
+def test_an_answer_is_not_said_stored_when_its_fill_went_row_by_row(service: Service) -> None:
+    """Execution.execute marks the answer it was given stored only when its fill statement
+    recorded the fill: when that writes nothing and the report goes row by row, the
+    receiver must store the answer itself (else the event stays pending). That it is said
+    stored when the statement records the fill, the round-trip count of
+    test_bench_inprocess shows (the receiver's UPDATE would be one more)."""
+    stored: list[bool] = []
+    (account,) = service.settings.accounts
+
+    async def record(database: Database, intent: intents.OrderIntent) -> None:
+        broker = PaperBroker.for_account(service.settings, account, clock=lambda: AT)
+        execution = Execution(
+            database=database,
+            accounts={account.name: account},
+            brokers={account.name: broker},
+            clock=lambda: AT,
+            timeout=5,
+            metrics=Metrics(),
+            worker=Worker(0),
+        )
+        moved = dataclasses.replace(intent, held=(Decimal(3), Decimal(4700)))
+        carried = inbox.AnswerWithFill(0, [], {})
+        await execution.execute(account.name, moved, timings={}, pending=Pending(), answer=carried)
+        stored.append(carried.stored)
+
+    with_close_intent(service, 2, record)
+
+    assert stored == [False]
+    assert close_order(service) == ("filled", Decimal(2), Decimal("0.47"))  # row by row
 
 
 @POSTGRESQL
