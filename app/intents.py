@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from sqlalchemy import ColumnElement, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -156,24 +156,30 @@ async def reserve_open(
         position_id=position_id,
         client_order_id=client_order_id,
         purpose="open",
-        ticker=plan.instrument.ticker,
-        symbol=plan.instrument.symbol,
-        side=plan.side,
-        quantity=plan.quantity,
-        reserved=plan.reserve,
+        **_planned(plan),
         held=(ZERO, ZERO),
         now=now,
     )
 
 
-def _planned(plan: OrderPlan) -> dict[str, object]:
-    return {
-        "ticker": plan.instrument.ticker,
-        "symbol": plan.instrument.symbol,
-        "side": plan.side,
-        "quantity": plan.quantity,
-        "reserved": plan.reserve,
-    }
+class _Planned(TypedDict):
+    """An open's order as its plan sets it: the parameters its intent is made with."""
+
+    ticker: str
+    symbol: str
+    side: Side
+    quantity: Decimal
+    reserved: Decimal
+
+
+def _planned(plan: OrderPlan) -> _Planned:
+    return _Planned(
+        ticker=plan.instrument.ticker,
+        symbol=plan.instrument.symbol,
+        side=plan.side,
+        quantity=plan.quantity,
+        reserved=plan.reserve,
+    )
 
 
 def _opened(

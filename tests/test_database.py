@@ -405,6 +405,15 @@ def _account(*, cash: object) -> Insert:
     )
 
 
+# Where SQLite writes a temporary file shows only in the process's open file descriptors:
+# it unlinks the file as it opens it.
+NEEDS_PROC = pytest.mark.skipif(
+    not Path("/proc/self/fd").is_dir(),
+    reason="needs /proc (Linux, as in CI): SQLite unlinks its temporary files as it opens "
+    "them, so only the process's open file descriptors show one",
+)
+
+
 def _open_files() -> list[str]:
     """What this process's file descriptors point at (one, the listing's own, may be gone)."""
     found = []
@@ -596,11 +605,7 @@ async def test_a_commit_runs_on_the_loop_only_when_nothing_else_waits_and_the_di
 
 
 @pytest.mark.anyio
-@pytest.mark.skipif(
-    not Path("/proc/self/fd").is_dir(),
-    reason="needs /proc (Linux, as in CI): SQLite unlinks its temporary files as it opens "
-    "them, so only the process's open file descriptors show one",
-)
+@NEEDS_PROC
 @pytest.mark.parametrize(("users", "spilled"), [(100, False), (400, True)])
 async def test_a_savepoints_undo_log_stays_in_memory_up_to_its_limit(
     database: Database, users: int, spilled: bool
@@ -817,7 +822,7 @@ print(sum(link.startswith(os.environ["SQLITE_TMPDIR"]) for link in links), undon
 """
 
 
-@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux's /proc/self/fd")
+@NEEDS_PROC
 @pytest.mark.parametrize(
     ("how", "rows", "files"),
     [("without", 25, 1), ("app", 25, 0), ("app", 100, 1)],
