@@ -58,13 +58,17 @@ _INTEGRATION_COLUMNS = (
 _WITH_ACCOUNT = schema.integrations.join(
     schema.accounts, schema.accounts.c.id == schema.integrations.c.account_id
 )
-# Every live token with its integration and, when the delivery names one, that
+# A live token by its digest, with its integration and, when the delivery names one, that
 # integration's strategy of that external id: authentication is one statement, and a
 # signal of a known strategy needs no statement of its own to find it.
 _NAMED_STRATEGY = schema.strategies.c.external_id == bindparam(
     "strategy", type_=schema.strategies.c.external_id.type
 )
-_LIVE_TOKENS = Statement(
+_LIVE = (
+    schema.integration_tokens.c.revoked_at.is_(None),
+    schema.integrations.c.status != "deleted",
+)
+_LIVE_TOKEN = Statement(
     select(*_INTEGRATION_COLUMNS, *STRATEGY_COLUMNS, schema.integration_tokens.c.token_sha256)
     .select_from(
         _WITH_ACCOUNT.join(schema.integration_tokens).outerjoin(
@@ -72,12 +76,16 @@ _LIVE_TOKENS = Statement(
             (schema.strategies.c.integration_id == schema.integrations.c.id) & _NAMED_STRATEGY,
         )
     )
-    .where(
-        schema.integration_tokens.c.revoked_at.is_(None),
-        schema.integrations.c.status != "deleted",
-    )
+    .where(*_LIVE, schema.integration_tokens.c.token_sha256 == bindparam("digest"))
 )
-# Where each part of a row of _LIVE_TOKENS begins: the integration's columns end with its
+# The headers live tokens arrive in.
+_TOKEN_HEADERS = Statement(
+    select(schema.integrations.c.token_header)
+    .distinct()
+    .select_from(schema.integrations.join(schema.integration_tokens))
+    .where(*_LIVE)
+)
+# Where each part of a row of _LIVE_TOKEN begins: the integration's columns end with its
 # token's header name; then the strategy's columns (all None when it has none), the digest.
 _HEADER_AT = len(_INTEGRATION_COLUMNS) - 1
 _STRATEGY_AT = len(_INTEGRATION_COLUMNS)
@@ -98,29 +106,58 @@ class Authenticated:
     strategy: Strategy | None  # the integration's strategy the delivery names, if it exists
 
 
+class TokenHeaders:
+    """The header names live tokens arrive in (each integration's ``token_header``), as this
+    process last read them: a delivery's token is looked up by the digest of what arrived
+    in one of them. Read again when a delivery's token is not found, so that a header an
+    integration made since (here or by another process) counts from its first delivery."""
+
+    def __init__(self) -> None:
+        self.names: tuple[str, ...] = ()
+
+
 async def authenticate(
-    tx: Tx, headers: Mapping[str, str], *, strategy: str | None = None
+    tx: Tx, headers: Mapping[str, str], *, token_headers: TokenHeaders, strategy: str | None = None
 ) -> Authenticated:
     """The integration whose live token arrived in its header, the token presented, and the
     integration's strategy of the external id ``strategy`` (as read now; None when there
     is none, or none is named).
 
-    Every live token is compared, in constant time, against the digest of what arrived in
-    that token's header; the search does not stop at the first match.
+    What arrived in each token header is looked up by its SHA-256 digest (an index of the
+    digests), so the check costs the same for one integration as for hundreds; the digest
+    found is compared again in constant time. A lookup's timing can tell only whether a
+    digest is stored, which says nothing of a token not yet known. When no token is found
+    the header names are read again, and a header new to this process is looked up too.
     """
+    tried = token_headers.names
+    found = await _look_up(tx, headers, tried, strategy)
+    if found.integration is None:
+        # Another delivery may have read them meanwhile: new is new to this one's lookup.
+        names = token_headers.names = tuple(await tx.scalars(_TOKEN_HEADERS))
+        if any(name in headers and name not in tried for name in names):
+            found = await _look_up(tx, headers, names, strategy)
+    return found
+
+
+async def _look_up(
+    tx: Tx, headers: Mapping[str, str], names: tuple[str, ...], strategy: str | None
+) -> Authenticated:
     found: Integration | None = None
     known: Strategy | None = None
     presented: str | None = None
-    digests: dict[str, str] = {}  # of each header's value, computed once
-    for row in await tx.rows(_LIVE_TOKENS, strategy=strategy):
-        header = row[_HEADER_AT]
+    for header in names:
         value = headers.get(header)
         if value is None:
             continue
         presented = value
-        if header not in digests:
-            digests[header] = token_digest(value)
-        if hmac.compare_digest(digests[header], row[_TOKEN_AT]):
+        digest = token_digest(value)
+        row = await tx.first(_LIVE_TOKEN, digest=digest, strategy=strategy)
+        # The token counts only in its own integration's header.
+        if (
+            row is not None
+            and row[_HEADER_AT] == header
+            and hmac.compare_digest(digest, row[_TOKEN_AT])
+        ):
             found = Integration(*row[:_STRATEGY_AT])
             named = row[_STRATEGY_AT:_TOKEN_AT]
             known = Strategy(*named) if named[0] is not None else None

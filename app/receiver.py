@@ -73,6 +73,7 @@ class Receiver:
         self._database = database
         self._clock = clock
         self._metrics = metrics
+        self._token_headers = directory.TokenHeaders()
         self._execution = Execution(
             database=database,
             accounts=accounts,
@@ -198,7 +199,10 @@ class Receiver:
         # (only through Database.write), so it reads what is committed of them.
         async with self._database.autocommit(pending) as tx:
             found = await directory.authenticate(
-                tx, headers, strategy=parsed.strategy_id if parsed is not None else None
+                tx,
+                headers,
+                token_headers=self._token_headers,
+                strategy=parsed.strategy_id if parsed is not None else None,
             )
             integration, presented = found.integration, found.presented
             if presented:

@@ -115,6 +115,35 @@ def test_rotation_keeps_both_tokens_until_the_old_one_is_revoked(service: Servic
     assert post(service, "/api/integrations/rotating/revoke").status_code == 409  # last one
 
 
+def test_a_token_header_of_its_own_counts_from_the_integrations_first_delivery(
+    service: Service,
+) -> None:
+    """A delivery's token is looked up in the headers live tokens are sent in, as the
+    process last read them; they are read again when no token is found, so an integration
+    made since with a header of its own is found at its first delivery. Its token counts
+    in that header only."""
+    assert service.send("STRATEGY_ENABLED", STRATEGY).status_code == 200  # headers read
+    created = post(
+        service,
+        "/api/integrations",
+        {
+            "name": "own-header",
+            "user": "demo@example.com",
+            "account": "demo-paper",
+            "token_header": "x-provider-key",
+        },
+    ).json()
+    token = created["token"]
+    assert created["webhook"]["headers"] == {"x-provider-key": token}
+    own = {"x-provider-key": token}
+    assert service.send("INTEGRATION_APPROVED", token=None, headers=own).status_code == 200
+    assert service.send("STRATEGY_ENABLED", STRATEGY, token=token).status_code == 401
+    assert service.send("STRATEGY_ENABLED", STRATEGY, token=None, headers=own).status_code == 200
+    listed = {i["name"]: i for i in service.api("/api/integrations")["integrations"]}
+    assert listed["own-header"]["status"] == "approved"
+    assert service.send("STRATEGY_ENABLED", STRATEGY).status_code == 200  # the demo's too
+
+
 def test_integrations_from_the_config_are_managed_in_the_config(service: Service) -> None:
     refused = post(service, "/api/integrations/demo-proquant/rotate")
     assert refused.status_code == 409
