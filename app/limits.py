@@ -86,7 +86,7 @@ async def _by(deadline: float, receive: Receive) -> Message:
 
     A timer is set only when the message has to be waited for: a webhook's body has
     usually arrived with its headers, and a timer set and cancelled for every request was
-    2 % of a delivery's instructions (README, Performance). Past the deadline a message
+    1.5 % of a delivery's instructions (README, Performance). Past the deadline a message
     already there is refused too."""
     waiting = receive().__await__()
     try:
