@@ -92,8 +92,8 @@ class Execution:
     ) -> OrderReport:
         """Submit a persisted intent (to a live venue once it and every write before it are
         durable); record the outcome (in ``pending``); raise if it did not fill. ``answer``:
-        the delivery's, when this is its last write; stored with a fill recorded in one
-        statement (PostgreSQL) when this returns, else left to the caller."""
+        the delivery's, when this is its last write: stored with the fill when the order
+        filled (``answer.stored``), else left to the caller."""
         broker = self._brokers[account]
         started = asyncio.get_running_loop().time()
         error: Exception | None = None
@@ -129,6 +129,18 @@ class Execution:
         if not recorded:
             async with self._database.transaction(pending) as tx:
                 await reports.apply_report(tx, intent, report, now=now)
+                if carried is not None:
+                    await inbox.finish(
+                        tx,
+                        carried.event_id,
+                        inbox.OK,
+                        state="done",
+                        now=now,
+                        note="; ".join(carried.notes) or None,
+                        timings=carried.timings,
+                    )
+            if carried is not None:
+                carried.stored = True
         _add(timings, "commit_ms", asyncio.get_running_loop().time() - committing)
         if failure is not None:
             raise failure

@@ -9,9 +9,8 @@ The steps, in the order a signal passes them:
 - ``stored``: the delivery is in the inbox, nothing else has happened;
 - ``intent``: the order intent is committed, the broker has not been called;
 - ``accepted``: the broker accepted (and, on paper, filled) the order, nothing recorded;
-- ``recorded``: the fill is in the ledger, the event's outcome is not yet stored (on
-  PostgreSQL a signal's last fill stores it with the fill, one statement: there the
-  outcome is stored too).
+- ``recorded``: the fill is in the ledger; for a signal whose last fill succeeded the
+  outcome is stored with it (in the same statement or block), otherwise not yet.
 
 A delivery's writes share commits (:class:`app.database.Pending`), so at ``stored``,
 ``recorded`` and, with a paper broker, ``intent`` and ``accepted`` they may not be on disk

@@ -242,10 +242,12 @@ async def finish(
 
 @dataclass(slots=True)
 class AnswerWithFill:
-    """A delivery's answer, 200 and ``done``, for its last write to store when that write
-    is one fill's statement (PostgreSQL: :func:`app.reports.apply_new_fill`, which sets
-    ``stored``): one round trip fewer, and the answer is committed with the fill. ``notes``
-    and ``timings`` are the run's own, written as they are at that statement."""
+    """A delivery's answer, 200 and ``done``, for its last write to store: its last fill,
+    in the fill's one statement (PostgreSQL: :func:`app.reports.apply_new_fill`) or in the
+    block that writes the report row by row (:meth:`app.execution.Execution.execute`, which
+    sets ``stored``). The answer is then committed with the fill, and takes no statement
+    (and on PostgreSQL no round trip) of its own. ``notes`` and ``timings`` are the run's
+    own, written as they are then (the fill's ``commit_ms`` is not yet among them)."""
 
     event_id: int
     notes: list[str]

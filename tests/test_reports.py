@@ -261,7 +261,7 @@ def event_answer(service: Service, event_id: int) -> tuple[object, ...]:
         " WHERE id = ?",
         event_id,
     )
-    return tuple(row.values())
+    return tuple(row[column] for column in row.keys())  # noqa: SIM118 (sqlite3.Row)
 
 
 @POSTGRESQL
@@ -301,17 +301,20 @@ def test_a_fill_alone_stores_the_answer_it_carries_only_when_it_is_recorded(
     assert position(service) == ("closed", 0, 100, None)
 
 
-@POSTGRESQL
-def test_an_answer_is_not_said_stored_when_its_fill_went_row_by_row(service: Service) -> None:
-    """Execution.execute marks the answer it was given stored only when its fill statement
-    recorded the fill: when that writes nothing and the report goes row by row, the
-    receiver must store the answer itself (else the event stays pending). That it is said
-    stored when the statement records the fill, the round-trip count of
-    test_bench_inprocess shows (the receiver's UPDATE would be one more)."""
+def test_an_answer_is_stored_with_its_fill_when_the_fill_goes_row_by_row(
+    service: Service,
+) -> None:
+    """Execution.execute writes the answer it was given in its fill's own block when the
+    report goes row by row (every report on SQLite; on PostgreSQL one whose statement wrote
+    nothing, here an intent whose position moved), and says so: the receiver then does not
+    store it again, and a crash cannot leave a filled event unanswered. The event here is
+    the open's, answered before."""
     stored: list[bool] = []
     (account,) = service.settings.accounts
+    query = "SELECT event_id FROM orders WHERE purpose = 'close'"
 
     async def record(database: Database, intent: intents.OrderIntent) -> None:
+        (row,) = await asyncio.to_thread(service.rows, query)
         broker = PaperBroker.for_account(service.settings, account, clock=lambda: AT)
         execution = Execution(
             database=database,
@@ -323,14 +326,19 @@ def test_an_answer_is_not_said_stored_when_its_fill_went_row_by_row(service: Ser
             worker=Worker(0),
         )
         moved = dataclasses.replace(intent, held=(Decimal(3), Decimal(4700)))
-        carried = inbox.AnswerWithFill(0, [], {})
-        await execution.execute(account.name, moved, timings={}, pending=Pending(), answer=carried)
+        carried = inbox.AnswerWithFill(int(row["event_id"]), ["by", "rows"], {"broker_ms": 2.5})
+        pending = Pending()
+        await execution.execute(account.name, moved, timings={}, pending=pending, answer=carried)
+        await pending.durable()
         stored.append(carried.stored)
 
     with_close_intent(service, 2, record)
 
-    assert stored == [False]
+    assert stored == [True]
     assert close_order(service) == ("filled", Decimal(2), Decimal("0.47"))  # row by row
+    (row,) = service.rows(query)
+    answer = ("done", 200, "", None, "by; rows", '{"broker_ms": 2.5}')
+    assert event_answer(service, int(row["event_id"])) == answer
 
 
 @POSTGRESQL
