@@ -124,7 +124,7 @@ async def authenticate(
     is none, or none is named).
 
     What arrived in each token header is looked up by its SHA-256 digest (an index of the
-    digests), so the check costs the same for one integration as for hundreds; the digest
+    digests), so the check costs the same for one integration as for a hundred; the digest
     found is compared again in constant time. A lookup's timing can tell only whether a
     digest is stored, which says nothing of a token not yet known. When no token is found
     the header names are read again, and a header new to this process is looked up too.
