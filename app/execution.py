@@ -130,15 +130,7 @@ class Execution:
             async with self._database.transaction(pending) as tx:
                 await reports.apply_report(tx, intent, report, now=now)
                 if carried is not None:
-                    await inbox.finish(
-                        tx,
-                        carried.event_id,
-                        inbox.OK,
-                        state="done",
-                        now=now,
-                        note="; ".join(carried.notes) or None,
-                        timings=carried.timings,
-                    )
+                    await carried.store(tx, now=now)
             if carried is not None:
                 carried.stored = True
         _add(timings, "commit_ms", asyncio.get_running_loop().time() - committing)

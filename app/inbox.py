@@ -259,9 +259,18 @@ class AnswerWithFill:
         row's own)."""
         return _answer_values(OK, state="done", now=now) | {
             "event_id": self.event_id,
-            "note": "; ".join(self.notes) or None,
+            "note": self._note(),
             "timings": _timings_text(self.timings),
         }
+
+    async def store(self, tx: Tx, *, now: datetime) -> None:
+        """Write the answer in ``tx``, the block that writes the fill row by row."""
+        await finish(
+            tx, self.event_id, OK, state="done", now=now, note=self._note(), timings=self.timings
+        )
+
+    def _note(self) -> str | None:
+        return "; ".join(self.notes) or None
 
 
 def _timings_text(timings: dict[str, float]) -> str:
