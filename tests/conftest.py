@@ -28,6 +28,8 @@ import httpx
 import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
+from sqlalchemy import delete
+from sqlalchemy.dialects import postgresql
 
 from app import migrate, schema
 from app.application import create_app, paper_brokers
@@ -328,11 +330,39 @@ async def _emptied(name: str) -> bool:
     try:
         if await _schema_of(connection) != _BUILT_SCHEMA[0]:
             return False
-        tables = ", ".join(table.name for table in schema.metadata.sorted_tables)
-        await connection.execute(f"TRUNCATE {tables} RESTART IDENTITY")
+        await _delete_every_row(connection)
         return True
     finally:
         await connection.close()
+
+
+# Every table's rows, children first, then every sequence back at its start. DELETE, not
+# TRUNCATE: a test leaves a few rows, and TRUNCATE makes each table's files anew: 0.14 to
+# 0.17 s for the schema's tables, against 0.02 to 0.03 s for these. The triggers are off
+# while it runs, as on a replica: the ledger's refuse a DELETE, the foreign keys' are not
+# needed for rows that all go.
+_DELETE_EVERY_ROW = "; ".join(
+    [
+        "SET LOCAL session_replication_role = replica",
+        *(
+            str(delete(table).compile(dialect=postgresql.dialect()))
+            for table in reversed(schema.metadata.sorted_tables)
+        ),
+        "SELECT setval(format('%I.%I', schemaname, sequencename), 1, false)"
+        " FROM pg_sequences WHERE schemaname = 'public'",
+    ]
+)
+
+
+async def _delete_every_row(connection: asyncpg.Connection) -> None:
+    """Empty every table and restart its ids (a superuser's way; TRUNCATE for any other
+    role, which may not turn triggers off)."""
+    try:
+        async with connection.transaction():
+            await connection.execute(_DELETE_EVERY_ROW)
+    except asyncpg.InsufficientPrivilegeError:
+        tables = ", ".join(table.name for table in schema.metadata.sorted_tables)
+        await connection.execute(f"TRUNCATE {tables} RESTART IDENTITY")
 
 
 async def _schema_of(connection: asyncpg.Connection) -> str:
