@@ -111,20 +111,17 @@ class _Resumed:
     def __await__(self) -> Generator[Any, Any, Message]:
         waiting, step = self._waiting, self._step
         while True:
+            sent: Any = None
+            thrown: BaseException | None = None
             try:
                 sent = yield step
             except GeneratorExit:
                 waiting.close()
                 raise
             except BaseException as exc:  # the timeout's cancellation, passed on
-                try:
-                    step = waiting.throw(exc)
-                except StopIteration as done:
-                    message: Message = done.value
-                    return message
-            else:
-                try:
-                    step = waiting.send(sent)
-                except StopIteration as done:
-                    message = done.value
-                    return message
+                thrown = exc
+            try:
+                step = waiting.send(sent) if thrown is None else waiting.throw(thrown)
+            except StopIteration as done:
+                message: Message = done.value
+                return message
