@@ -103,6 +103,7 @@ class Execution:
             # A paper broker's book dies with the process, as its uncommitted intent would.
             await pending.durable()
         await crash_after("intent", self._crash_at, pending)
+        await self._database.take_turns()  # the fill's stage: see Database.take_turns
         try:
             report = await self._bounded(broker, broker.submit(request), what="submit")
             await crash_after("accepted", self._crash_at, pending)

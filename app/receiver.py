@@ -182,6 +182,10 @@ class Receiver:
         headers: Mapping[str, str],
         started: float,
     ) -> tuple[inbox.Answer, str | None]:
+        # Each stage of a delivery (parsing, the token check and claim, the checks and the
+        # intent, the fill) runs for every delivery in flight before the next: see
+        # Database.take_turns.
+        await self._database.take_turns()
         digest = intake.sha256(raw_body)
         delivery = inbox.Delivery(raw_body, digest, content_type, self._clock())
         parsed: ParsedEvent | None = None
@@ -191,6 +195,7 @@ class Receiver:
             parsed = parse_envelope(raw_body)
         except RequestError as exc:
             error = exc
+        await self._database.take_turns()
         pending = Pending()
         # One write block reads the tokens (and the strategy the event names: see
         # directory.authenticate) and stores the delivery (its claim, or its refusal). On
@@ -237,6 +242,7 @@ class Receiver:
         if refused is not None:
             await pending.durable()
             return refused, details.event_type
+        await self._database.take_turns()
         assert parsed is not None
         assert integration is not None
         if parsed.deprecation:

@@ -847,3 +847,25 @@ def test_importing_app_sqlite_keeps_a_sub_journal_in_memory_to_128_kib(
         env={**os.environ, "SQLITE_TMPDIR": str(temporary)},
     )
     assert probe.stdout.split() == [str(files), str(rows)]
+
+
+@pytest.mark.anyio
+async def test_on_sqlite_deliveries_take_turns_between_their_stages(database_url: str) -> None:
+    """Each stage runs for every delivery in flight before the next stage begins, on SQLite,
+    where statements never wait; on PostgreSQL each statement's round trip already does."""
+    database = Database(create_engine(database_url))
+    order: list[str] = []
+
+    async def delivery(name: str) -> None:
+        order.append(f"{name} parsed")
+        await database.take_turns()
+        order.append(f"{name} claimed")
+
+    try:
+        await asyncio.gather(delivery("a"), delivery("b"))
+    finally:
+        await database.dispose()
+    if database.is_sqlite:
+        assert order == ["a parsed", "b parsed", "a claimed", "b claimed"]
+    else:
+        assert order == ["a parsed", "a claimed", "b parsed", "b claimed"]
