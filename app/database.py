@@ -151,23 +151,21 @@ class Database:
         yield SqliteTx(self._reader, self.dialect)
 
     async def take_turns(self) -> None:
-        """On SQLite: let every other delivery run up to a point of its own like this one
-        before this one goes on (one pass of the event loop).
+        """On SQLite, while other deliveries are in flight: let each of them run up to a
+        point of its own like this one before this one goes on (one pass of the loop).
 
         SQLite's statements run on the loop's thread without a wait, so each delivery would
         run from its body to its commit alone, through the whole write path's code, then
         the next: each stage found the CPU's caches full of the other stages' code. Taken
         at the bounds of a delivery's stages (:mod:`app.receiver`, :mod:`app.execution`),
         turns run each stage for every delivery in flight in a row: less CPU a delivery at
-        c=32 for a few more instructions, and a pass of the loop or four at c=1 (README,
-        Performance). The group commit must keep its batches: turns taken only while
-        another delivery was in flight, or at a fifth bound (before the checks and intent
-        block), made COMMITs three times as frequent (10 deliveries a batch against 30 in
-        process) and a delivery dearer than with no turns at all. On PostgreSQL each
-        statement waits for its round trip, so deliveries take turns there already; more
-        turns measured no better."""
-        if self.is_sqlite:
-            await asyncio.sleep(0)
+        c=32 for a few more instructions (README, Performance). A turn counts for the open
+        batch as a write would (:meth:`SqliteWriter.take_turn`): without that, its COMMIT
+        came between the stages, three times as often. On PostgreSQL each statement waits
+        for its round trip, so deliveries take turns there already; more turns measured no
+        better."""
+        if self.is_sqlite and self.deliveries_in_flight > 1:
+            await self._sqlite.take_turn()
 
     async def flush(self) -> None:
         """PostgreSQL: return once everything committed so far is on disk (one flush

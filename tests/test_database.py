@@ -21,7 +21,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, DateTime, Insert, bindparam, inspect, select, text
+from sqlalchemy import Connection, DateTime, Insert, bindparam, func, inspect, select, text
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -851,8 +851,9 @@ def test_importing_app_sqlite_keeps_a_sub_journal_in_memory_to_128_kib(
 
 @pytest.mark.anyio
 async def test_on_sqlite_deliveries_take_turns_between_their_stages(database_url: str) -> None:
-    """Each stage runs for every delivery in flight before the next stage begins, on SQLite,
-    where statements never wait; on PostgreSQL each statement's round trip already does."""
+    """With others in flight, each stage runs for every delivery before the next stage
+    begins, on SQLite, where statements never wait; on PostgreSQL each statement's round
+    trip already does. A delivery alone takes no turn."""
     database = Database(create_engine(database_url))
     order: list[str] = []
 
@@ -862,10 +863,43 @@ async def test_on_sqlite_deliveries_take_turns_between_their_stages(database_url
         order.append(f"{name} claimed")
 
     try:
+        database.deliveries_in_flight = 2  # as the receiver counts them
+        await asyncio.gather(delivery("a"), delivery("b"))
+        interleaved = list(order)
+        order.clear()
+        database.deliveries_in_flight = 1
         await asyncio.gather(delivery("a"), delivery("b"))
     finally:
         await database.dispose()
+    one_by_one = ["a parsed", "a claimed", "b parsed", "b claimed"]
     if database.is_sqlite:
-        assert order == ["a parsed", "b parsed", "a claimed", "b claimed"]
+        assert interleaved == ["a parsed", "b parsed", "a claimed", "b claimed"]
     else:
-        assert order == ["a parsed", "a claimed", "b parsed", "b claimed"]
+        assert interleaved == one_by_one
+    assert order == one_by_one
+
+
+@pytest.mark.anyio
+async def test_a_turn_keeps_the_open_batch_for_the_writes_after_it(database: Database) -> None:
+    """Turns count as writes for the batch's COMMIT, which would otherwise come between a
+    delivery's stages: writes on either side of a few turns share one COMMIT."""
+    database.deliveries_in_flight = 2
+    pending = Pending()
+    async with database.autocommit(pending) as tx:
+        await tx.run(_USER, id=1, email="a@b.c", created_at=_now())
+    for _ in range(app.batch.BATCH_PASSES - 1):
+        await database.take_turns()
+    async with database.autocommit(pending) as tx:
+        await tx.run(_USER, id=2, email="d@e.f", created_at=_now())
+    assert len(pending._commits) == 1  # one batch's commit for both
+    await pending.durable()
+    async with database.snapshot() as tx:
+        assert await tx.scalar(_USERS) == 2
+
+
+_USER = sql.Statement(
+    schema.users.insert().values(
+        id=bindparam("id"), email=bindparam("email"), created_at=bindparam("created_at")
+    )
+)
+_USERS = sql.Statement(select(func.count()).select_from(schema.users))
