@@ -99,9 +99,10 @@ class SqliteWriter:
         await asyncio.sleep(0)
 
     async def _commit(self) -> None:
-        """Commit the open batch once a pass of the event loop added no write to it (at
-        most ``BATCH_PASSES`` passes): what is runnable now joins it instead of waiting
-        behind its COMMIT. Then queued on the write lock behind the writers waiting."""
+        """Commit the open batch once a pass of the event loop added no write to it and
+        took no turn (:meth:`take_turn`), at most ``BATCH_PASSES`` passes: what is runnable
+        now joins it instead of waiting behind its COMMIT. Then queued on the write lock
+        behind the writers waiting."""
         joins = -1
         for _ in range(BATCH_PASSES):
             if self._joins == joins:
