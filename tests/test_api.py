@@ -82,6 +82,16 @@ def test_events_show_outcome_answer_and_timings(service: Service) -> None:
     assert service.api("/api/events", state="failed")["events"] == [failed]
 
 
+def test_the_broker_phase_is_timed_by_the_clock_not_the_loops_cached_time(
+    service: Service,
+) -> None:
+    # uvloop's loop.time() is libuv's time of the loop's pass, in whole milliseconds: a paper
+    # fill, which never waits, measured 0.0 by it.
+    service.send("SIGNAL_OPEN", signal())
+    [done] = service.api("/api/events")["events"]
+    assert 0 < done["timings"]["broker_ms"] < 1000
+
+
 def test_instruments_show_rules_quote_and_session(service: Service) -> None:
     instruments = {i["ticker"]: i for i in service.api("/api/instruments")["instruments"]}
     assert set(instruments) == {"XAUUSD", "EURUSD", "AAPL", "BTCUSDT"}
