@@ -184,10 +184,11 @@ class Receiver:
     ) -> tuple[inbox.Answer, str | None]:
         # Each stage of a delivery (parsing, the token check and claim, the checks and the
         # intent, the fill) runs for every delivery in flight before the next: see
-        # Database.take_turns.
+        # Database.take_turns. It arrived before its first turn.
+        received_at = self._clock()
         await self._database.take_turns()
         digest = intake.sha256(raw_body)
-        delivery = inbox.Delivery(raw_body, digest, content_type, self._clock())
+        delivery = inbox.Delivery(raw_body, digest, content_type, received_at)
         parsed: ParsedEvent | None = None
         error: SignalbridgeError | None = None
         try:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
+from app.database import Database
 from tests.conftest import Service, signal
 
 ENDPOINTS = [
@@ -90,6 +92,25 @@ def test_the_broker_phase_is_timed_by_the_clock_not_the_loops_cached_time(
     service.send("SIGNAL_OPEN", signal())
     [done] = service.api("/api/events")["events"]
     assert 0 < done["timings"]["broker_ms"] < 1000
+
+
+def test_a_delivery_is_received_when_it_arrives_not_when_its_first_turn_comes(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With others in flight a delivery's first turn lets each of them run a stage first
+    # (Database.take_turns): its stored time of arrival must not include that wait.
+    arrived = service.clock.now
+    take_turns = Database.take_turns
+
+    async def after_the_others(self: Database) -> None:
+        service.clock.now = arrived + timedelta(seconds=5)
+        await take_turns(self)
+
+    monkeypatch.setattr(Database, "take_turns", after_the_others)
+    service.send("SIGNAL_OPEN", signal())
+    [done] = service.api("/api/events")["events"]
+    assert done["state"] == "done"
+    assert datetime.fromisoformat(done["received_at"]) == arrived
 
 
 def test_instruments_show_rules_quote_and_session(service: Service) -> None:
