@@ -427,6 +427,11 @@ def _now() -> datetime:
     return datetime(2026, 1, 1, tzinfo=UTC)
 
 
+_USER = sql.Statement(
+    schema.users.insert().values(id=bindparam("id"), email=bindparam("email"), created_at=_now())
+)
+
+
 @pytest.mark.anyio
 async def test_concurrent_writes_share_commits_and_each_is_durable_when_it_returns(
     database: Database, tmp_path: Path
@@ -436,11 +441,6 @@ async def test_concurrent_writes_share_commits_and_each_is_durable_when_it_retur
     it returns; the failing one leaves nothing, and its batch-mates are unharmed; fewer
     commits than writes ran."""
     seen_on_return: list[bool] = []
-    user = sql.Statement(
-        schema.users.insert().values(
-            id=bindparam("id"), email=bindparam("email"), created_at=_now()
-        )
-    )
     commits = 0
     original = database._sqlite._commit_batch
 
@@ -459,7 +459,7 @@ async def test_concurrent_writes_share_commits_and_each_is_durable_when_it_retur
                 )
         else:
             async with database.transaction() as tx:
-                await tx.run(user, id=n, email=f"u{n}@b.c")
+                await tx.run(_USER, id=n, email=f"u{n}@b.c")
                 if n == 13:
                     raise RuntimeError("this writer fails after its insert")
         other = sqlite3.connect(tmp_path / "db.sqlite")
@@ -487,11 +487,6 @@ async def test_pending_writes_wait_for_their_commit_only_when_asked(
 ) -> None:
     """A delivery's writes with ``pending`` return before their commit; ``durable()``
     returns once they are on disk."""
-    user = sql.Statement(
-        schema.users.insert().values(
-            id=bindparam("id"), email=bindparam("email"), created_at=_now()
-        )
-    )
     pending = Pending()
 
     def on_disk() -> int:
@@ -502,7 +497,7 @@ async def test_pending_writes_wait_for_their_commit_only_when_asked(
             other.close()
 
     async with database.transaction(pending) as tx:
-        await tx.run(user, id=1, email="a@b.c")
+        await tx.run(_USER, id=1, email="a@b.c")
     assert on_disk() == 0
     await pending.durable()
     assert on_disk() == 1
@@ -530,19 +525,14 @@ async def test_postgres_writes_are_flushed_before_durable_returns(database_url: 
     between a write and its check."""
     database = Database(create_engine(database_url))
     await migrate.upgrade(database.engine)
-    user = sql.Statement(
-        schema.users.insert().values(
-            id=bindparam("id"), email=bindparam("email"), created_at=_now()
-        )
-    )
     observer = await asyncpg.connect(database_url.replace("+asyncpg", ""))
     try:
         pending = Pending()
         async with database.transaction(pending) as tx:
             setting = await tx.scalar(sql.Statement(text("SHOW synchronous_commit")))
-            await tx.run(user, id=1, email="a@b.c")
+            await tx.run(_USER, id=1, email="a@b.c")
         async with database.autocommit(pending) as tx:
-            await tx.run(user, id=2, email="d@e.f")
+            await tx.run(_USER, id=2, email="d@e.f")
         written, _ = await _wal(observer)  # both commits are in the log before this
         await pending.durable()
         _, flushed = await _wal(observer)
@@ -550,7 +540,7 @@ async def test_postgres_writes_are_flushed_before_durable_returns(database_url: 
         assert flushed >= written
 
         async with database.transaction() as tx:  # no pending: durable on return
-            await tx.run(user, id=3, email="g@h.i")
+            await tx.run(_USER, id=3, email="g@h.i")
             written, _ = await _wal(observer)  # the write is in the log, its commit not yet
         _, flushed = await _wal(observer)
         assert flushed >= written
@@ -575,13 +565,8 @@ async def test_a_commit_runs_on_the_loop_only_when_nothing_else_waits_and_the_di
     """A lone delivery's COMMIT runs on the loop's thread (a hop to the commit thread
     costs more than a fast disk's sync); with other deliveries in flight, or after slow
     COMMITs, it waits for the disk in the commit thread. Either way it is durable."""
-    user = sql.Statement(
-        schema.users.insert().values(
-            id=bindparam("id"), email=bindparam("email"), created_at=_now()
-        )
-    )
     async with database.transaction() as tx:  # opens the writer
-        await tx.run(user, id=1, email="a@b.c")
+        await tx.run(_USER, id=1, email="a@b.c")
     # A fast disk: every COMMIT is under the threshold, however loaded the machine running
     # this test is; a slow one: none is.
     monkeypatch.setattr(app.batch, "INLINE_COMMIT_SECONDS", 60.0 if fast_disk else 0.0)
@@ -594,7 +579,7 @@ async def test_a_commit_runs_on_the_loop_only_when_nothing_else_waits_and_the_di
         )
     )
     async with database.transaction() as tx:
-        await tx.run(user, id=2, email="b@b.c")
+        await tx.run(_USER, id=2, email="b@b.c")
     assert len(committed_on) == 1
     assert (committed_on[0] == threading.get_ident()) is on_the_loop
     other = sqlite3.connect(database.engine.url.database or "")
@@ -616,15 +601,10 @@ async def test_a_savepoints_undo_log_stays_in_memory_up_to_its_limit(
     than a delivery's largest (under 80 KiB, README Performance). That file is written on
     the event loop's thread, under /var/tmp. 100 users changed (about 20 pages of the
     table and its index) stay in memory; 400 spill to the file, and are written right."""
-    user = sql.Statement(
-        schema.users.insert().values(
-            id=bindparam("id"), email=bindparam("email"), created_at=_now()
-        )
-    )
     longer = sql.Statement(text("UPDATE users SET email = email || 'x'"))
     async with database.transaction() as tx:
         for n in range(users):
-            await tx.run(user, id=n, email=f"{n}@{'b' * 300}.c")
+            await tx.run(_USER, id=n, email=f"{n}@{'b' * 300}.c")
     pending = Pending()
     async with database.transaction(pending) as tx:
         assert await tx.run(longer) == users  # each page changed in the savepoint
@@ -644,13 +624,8 @@ async def test_writes_runnable_a_pass_later_share_the_commit_and_a_stream_cannot
     that becomes runnable a pass after the first shares its commit. A stream of
     writes, one every pass, cannot hold it back: the first write is durable after at most
     BATCH_PASSES passes, long before the stream ends."""
-    user = sql.Statement(
-        schema.users.insert().values(
-            id=bindparam("id"), email=bindparam("email"), created_at=_now()
-        )
-    )
     async with database.transaction() as tx:  # opens the writer
-        await tx.run(user, id=1, email="u1@b.c")
+        await tx.run(_USER, id=1, email="u1@b.c")
     commits = 0
 
     def count(statement: str) -> None:
@@ -664,7 +639,7 @@ async def test_writes_runnable_a_pass_later_share_the_commit_and_a_stream_cannot
         for _ in range(after_passes):
             await asyncio.sleep(0)
         async with database.transaction() as tx:
-            await tx.run(user, id=n, email=f"u{n}@b.c")
+            await tx.run(_USER, id=n, email=f"u{n}@b.c")
 
     await asyncio.gather(write(2, after_passes=0), write(3, after_passes=1))
     assert commits == 1
@@ -886,20 +861,15 @@ async def test_a_turn_keeps_the_open_batch_for_the_writes_after_it(database: Dat
     database.deliveries_in_flight = 2
     pending = Pending()
     async with database.autocommit(pending) as tx:
-        await tx.run(_USER, id=1, email="a@b.c", created_at=_now())
+        await tx.run(_USER, id=1, email="a@b.c")
     for _ in range(app.batch.BATCH_PASSES - 1):
         await database.take_turns()
     async with database.autocommit(pending) as tx:
-        await tx.run(_USER, id=2, email="d@e.f", created_at=_now())
+        await tx.run(_USER, id=2, email="d@e.f")
     assert len(pending._commits) == 1  # one batch's commit for both
     await pending.durable()
     async with database.snapshot() as tx:
         assert await tx.scalar(_USERS) == 2
 
 
-_USER = sql.Statement(
-    schema.users.insert().values(
-        id=bindparam("id"), email=bindparam("email"), created_at=bindparam("created_at")
-    )
-)
 _USERS = sql.Statement(select(func.count()).select_from(schema.users))
