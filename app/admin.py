@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app import directory, journal, queries, schema, sql, strategies
+from app import directory, journal, provisioning, queries, schema, sql, strategies
 from app.api import require_key, whole
 from app.errors import Conflict, InsufficientCash, MalformedBody, NotFound
 from app.paper import PaperBroker
@@ -181,7 +181,7 @@ async def users(request: Request) -> Response:
                 user_id = await connection.scalar(
                     select(schema.users.c.id).where(schema.users.c.email == user.email)
                 )
-                sandbox = await directory.create_paper_account(
+                sandbox = await provisioning.create_paper_account(
                     connection,
                     name=f"sandbox-{user_id}",
                     user_email=user.email,
@@ -238,7 +238,7 @@ async def create_account(request: Request) -> Response:
     services = request.state.services
     new = parse(NewAccount, await request.body())
     async with services.database.write() as connection:
-        config = await directory.create_paper_account(
+        config = await provisioning.create_paper_account(
             connection,
             name=new.name,
             user_email=new.user,
@@ -267,7 +267,7 @@ async def integrations(request: Request) -> Response:
     if request.method == "POST":
         new = parse(NewIntegration, await request.body())
         async with services.database.write() as connection:
-            integration_id, token = await directory.create_integration(
+            integration_id, token = await provisioning.create_integration(
                 connection,
                 name=new.name,
                 user_email=new.user,
@@ -304,8 +304,8 @@ async def rotate(request: Request) -> Response:
     name = request.path_params["name"]
     _not_from_config(services, name)
     async with services.database.write() as connection:
-        integration_id = await directory.integration_id_by_name(connection, name)
-        token = await directory.add_token(connection, integration_id, now=services.clock())
+        integration_id = await provisioning.integration_id_by_name(connection, name)
+        token = await provisioning.add_token(connection, integration_id, now=services.clock())
         tx = await sql.tx_on(connection)
         header = (await directory.integration_by_id(tx, integration_id)).token_header
     return JSON(_handover(services, header, token), status_code=201)
@@ -317,8 +317,8 @@ async def revoke(request: Request) -> Response:
     name = request.path_params["name"]
     _not_from_config(services, name)
     async with services.database.write() as connection:
-        integration_id = await directory.integration_id_by_name(connection, name)
-        await directory.revoke_oldest_token(connection, integration_id, now=services.clock())
+        integration_id = await provisioning.integration_id_by_name(connection, name)
+        await provisioning.revoke_oldest_token(connection, integration_id, now=services.clock())
     return JSON({"revoked": "the older token"})
 
 
@@ -342,10 +342,10 @@ async def register(request: Request) -> Response:
     if services.settings.provider_api_url is None:
         raise Conflict("set provider_api_url to register integrations with the provider")
     async with services.database.write() as connection:
-        integration_id = await directory.integration_id_by_name(connection, name)
+        integration_id = await provisioning.integration_id_by_name(connection, name)
         integration = await directory.integration_by_id(await sql.tx_on(connection), integration_id)
         email = await queries.integration_user(connection, integration_id)
-        token = await directory.add_token(connection, integration_id, now=services.clock())
+        token = await provisioning.add_token(connection, integration_id, now=services.clock())
     handover = _handover(services, integration.token_header, token)
     # Imported here: it brings httpx, which nothing else the service runs needs, and which
     # took about a tenth of a second of every start-up.

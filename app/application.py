@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app import admin, api, directory, logs, migrate, openapi, queries, webhooks, workers
+from app import admin, api, logs, migrate, openapi, provisioning, queries, webhooks, workers
 from app.broker import Broker
 from app.database import Database, create_engine
 from app.errors import BrokerError, NotFound, RequestError, SignalbridgeError
@@ -144,8 +144,8 @@ def create_app(
                     raise
             async with database.write() as connection:
                 await workers.lock_setup(connection)  # processes starting together queue
-                await directory.sync_config(connection, settings, now=clock())
-                created = await directory.accounts_outside(
+                await provisioning.sync_config(connection, settings, now=clock())
+                created = await provisioning.accounts_outside(
                     connection, {account.name for account in settings.accounts}
                 )
             accounts = {account.name: account for account in [*settings.accounts, *created]}
