@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import schema, sql
 from app.errors import InsufficientFunds, PositionAlreadyExists
-from app.intent_statements import CLOSING, OPENING, OPENING_WITH_FUNDS
+from app.intent_statements import CLOSING, OPENING, OPENING_LOCKED
 from app.rules import UNLIMITED, AccountTerms, Direction, Funds, OrderPlan, Side, side_for
 from app.sql import Statement, Tx, UniqueViolation
 from app.trading import OpenPosition, funds, funds_of
@@ -77,14 +77,14 @@ async def reserve_open(
     run on them (it raises the rules' refusal), then the position ``opening`` and the order's
     intent. The caller's transaction is undone when this raises.
 
-    On PostgreSQL, in a transaction that began with the account locked, the read and the
-    inserts are one statement (:data:`OPENING_WITH_FUNDS`: one round trip fewer while every
-    open on the account waits for its lock): the order is planned first with funds that
-    refuse nothing (``rules.UNLIMITED``), the statement inserts it and reads the funds as
-    they were before it, and ``decide`` runs again on those. A refusal then undoes the
-    inserts with the transaction; the answer is the same as when the funds are read first.
-    A plan refused even with unlimited funds (no shorts allowed, nothing allocated) takes
-    the way of a transaction begun without the lock: the funds read first, as on SQLite."""
+    On PostgreSQL, in an open's transaction (``Tx.opening_account``), the lock, the read and
+    the inserts are one round trip (:data:`OPENING_LOCKED`, while every open on the account
+    waits for its lock): the order is planned first with funds that refuse nothing
+    (``rules.UNLIMITED``), the statement locks the account, inserts the order and reads the
+    funds as they were before it, and ``decide`` runs again on those. A refusal then undoes
+    the inserts with the transaction; the answer is the same as when the funds are read
+    first. A plan refused even with unlimited funds (no shorts allowed, nothing allocated)
+    takes the other way: the account locked and the funds read first, as on SQLite."""
     # The position is read under the account's lock, never before it: an open that read
     # "none" before another open committed would insert its own, wait on the unique index
     # for that one's fill (which waits for this account lock to move the cash): a deadlock
@@ -98,15 +98,16 @@ async def reserve_open(
         "event_id": event_id,
         "now": now,
     }
-    if tx.dialect.name == "postgresql" and tx.locked_account == account_id:
+    if tx.dialect.name == "postgresql" and tx.opening_account == account_id:
         try:
             planned = decide(UNLIMITED, False)
         except InsufficientFunds:
             pass  # refused for what the funds cannot change: the order of checks decides
         else:
-            row = await tx.first(OPENING_WITH_FUNDS, **opening, **_planned(planned))
+            row = await tx.first(OPENING_LOCKED, **opening, **_planned(planned))
             if row is None:
                 raise LookupError(f"no account {account_id}")
+            tx.locked_account = account_id
             current, has_open = funds_of(row, terms=terms, venue_cash=venue_cash)
             if decide(current, has_open) != planned:  # a refusal raises here
                 raise AssertionError("an open planned twice gave two plans")

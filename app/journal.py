@@ -105,13 +105,6 @@ async def move_cash(
     await sql.update_row(tx, schema.accounts, account_id, cash=cash + amount)
 
 
-def begin_locking(account_id: int) -> str:
-    """PostgreSQL: BEGIN with the account's row locked as :func:`lock_account` locks it, in
-    one message of the simple query protocol (one round trip; it takes no parameters, so
-    the id, an integer, is written into the text)."""
-    return f"BEGIN; SELECT 1 FROM accounts WHERE id = {int(account_id)} FOR NO KEY UPDATE"  # noqa: S608 (an int)
-
-
 async def lock_account(tx: Tx, account_id: int) -> Decimal:
     """The account's cash, its row locked to the end of the transaction.
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app import journal
+from app import intent_statements
 from app.pool import ConnectionPool
 from app.sql import PostgresTx, Tx
 
@@ -40,7 +40,13 @@ def connection_pool(engine: AsyncEngine) -> ConnectionPool:
     async def connect() -> asyncpg.Connection:
         import asyncpg  # here, not at the top: see TYPE_CHECKING above
 
-        return await asyncpg.connect(url, server_settings={"synchronous_commit": "off"})
+        connection = await asyncpg.connect(url, server_settings={"synchronous_commit": "off"})
+        try:
+            await connection.execute(intent_statements.opening_function())
+        except BaseException:
+            connection.terminate()
+            raise
+        return connection
 
     return ConnectionPool(connect, size=engine.pool.size())  # type: ignore[attr-defined]
 
@@ -164,7 +170,7 @@ class PostgresTransaction:
         self._pending = pending
         self._wants_transaction = transaction
         self._writes = writes
-        # A transaction begun by a BEGIN of our own, with the account's lock, not asyncpg's.
+        # A transaction begun by a BEGIN of our own, for an open on this account, not asyncpg's.
         self._locking_account = locking_account if transaction else None
         self._transaction: asyncpg.transaction.Transaction | None = None
 
@@ -177,9 +183,9 @@ class PostgresTransaction:
                 if self._locking_account is None:
                     self._transaction = connection.transaction()
                     await self._transaction.start()
-                else:  # BEGIN and the lock in one round trip
-                    await connection.execute(journal.begin_locking(self._locking_account))
-                    tx.locked_account = self._locking_account
+                else:  # an open's: its first statement takes the lock (OPENING_LOCKED)
+                    await connection.execute("BEGIN")
+                    tx.opening_account = self._locking_account
             except BaseException:
                 pool.release(connection, reusable=False)
                 raise

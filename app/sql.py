@@ -193,8 +193,11 @@ class Tx:
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
-        # PostgreSQL: the account whose row the transaction locked as it began (see
-        # app.database.Database.transaction), so that a funds check need not lock it again.
+        # PostgreSQL: the account an open's transaction is for (see
+        # app.database.Database.transaction): its first statement takes the account's lock
+        # (intent_statements.OPENING_LOCKED); and the account whose row the transaction has
+        # locked, so that a funds check need not lock it again.
+        self.opening_account: int | None = None
         self.locked_account: int | None = None
 
     async def rows(self, statement: Statement, **params: Any) -> list[Row]:

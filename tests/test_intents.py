@@ -7,14 +7,15 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
-from app import intents, schema, sql, trading
+from app import intents, schema, sql, strategies, trading
 from app.database import Database, create_engine
 from app.errors import PositionAlreadyExists
 from app.instruments import Instrument
-from app.rules import AccountTerms, OrderPlan
+from app.rules import UNLIMITED, AccountTerms, Funds, OrderPlan
 from app.sessions import ALWAYS
 from tests.conftest import Service
 from tests.test_trading import opened_strategy
@@ -123,3 +124,80 @@ def test_a_close_in_one_statement_claims_only_an_open_position_in_its_ticker(
     assert orders[1]["position_id"] == row["id"]
     (position,) = service.rows("SELECT status FROM positions")
     assert position["status"] == "closing"
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_an_open_waiting_for_the_accounts_lock_reads_the_funds_the_one_before_it_left(
+    service: Service,
+) -> None:
+    """On PostgreSQL an open's lock, funds read and intent are one round trip (a function of
+    the connection's own, ``intent_statements.OPENING_LOCKED``). An open that waits there
+    for another open's lock must read the funds as that one committed them, its
+    reservation included: a statement that locked and read at once would read them as they
+    were before it began (no two opens spend the same cash)."""
+    opened_strategy(service)
+    (event,) = service.rows("SELECT max(id) AS id, max(integration_id) AS integration FROM events")
+    (account,) = service.rows("SELECT id FROM accounts WHERE name = 'demo-paper'")
+    account_id = int(account["id"])
+    instrument = Instrument(
+        "XAUUSD", "XAU/USD", Decimal("0.01"), Decimal("0.01"), None, Decimal(0), ALWAYS, None
+    )
+    terms = AccountTerms(False, Decimal(1), Decimal(1), Decimal(0))
+    now = datetime(2026, 12, 7, tzinfo=UTC)
+    seen: dict[str, list[Decimal]] = {"first": [], "second": []}
+
+    async def scenario() -> None:
+        database = Database(create_engine(service.database_url))
+        try:
+            ids = {}
+            for name in seen:
+                async with database.transaction() as tx:
+                    found = await strategies.ensure_strategy(
+                        tx,
+                        int(event["integration"]),
+                        external_id=name,
+                        name="",
+                        enabled=None,
+                        now=now,
+                    )
+                    ids[name] = found.id
+
+            def open_as(name: str, reserve: Decimal) -> Any:
+                def decide(funds: Funds, _has_open: bool) -> OrderPlan:
+                    if funds is not UNLIMITED:  # planned first with no limit, then checked
+                        seen[name].append(funds.reserved)
+                    return OrderPlan(instrument, "buy", Decimal(1), reserve)
+
+                return intents.reserve_open(
+                    tx_of[name],
+                    event_id=int(event["id"]),
+                    strategy_id=ids[name],
+                    account_id=account_id,
+                    client_order_id=f"{name}-open",
+                    provider_position_id=name,
+                    direction="long",
+                    terms=terms,
+                    decide=decide,
+                    now=now,
+                )
+
+            tx_of: dict[str, sql.Tx] = {}
+
+            async def second() -> None:
+                async with database.transaction(locking_account=account_id) as tx:
+                    tx_of["second"] = tx
+                    await open_as("second", Decimal("7"))
+
+            async with database.transaction(locking_account=account_id) as tx:
+                tx_of["first"] = tx
+                await open_as("first", Decimal("1000"))
+                waiting = asyncio.create_task(second())
+                await asyncio.sleep(0.3)
+                assert not waiting.done()  # it waits for the account's lock
+            await waiting
+        finally:
+            await database.dispose()
+
+    asyncio.run(scenario())
+    assert seen["first"] == [Decimal(0)]
+    assert seen["second"] == [Decimal(1000)]
