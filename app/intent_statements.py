@@ -17,6 +17,9 @@ writes the same rows one by one (:mod:`app.intents`).
   id, quantity and cost, or no row, having written nothing, when the position is not so
   (none, one an earlier event is opening or closing, another ticker): the leg then claims
   and checks in a transaction, as on SQLite.
+- :data:`OPENING_LOCKED` is OPENING with the account's funds read, in an open's
+  transaction: the account's lock, the read and the inserts in one round trip, through a
+  function each write-path connection makes for itself (:func:`opening_function`).
 """
 
 from __future__ import annotations
@@ -126,9 +129,7 @@ def _opening_with_funds(dialect: str) -> ClauseElement:
     )
 
 
-OPENING_WITH_FUNDS = Statement(_opening_with_funds)
-
-# The function that runs OPENING_WITH_FUNDS after taking the account's lock, one of its own
+# The function that runs _opening_with_funds after taking the account's lock, one of its own
 # on each write-path connection (pg_temp: it is no part of the schema, and always this
 # build's statement). A temporary function is called by its schema's name, always.
 _FUNCTION = "signalbridge_opening"
@@ -142,9 +143,9 @@ _OPENING_COLUMNS += "position_id INTEGER"
 
 @functools.cache
 def _opening_parameters() -> tuple[str, list[tuple[str, BindParameter[Any]]]]:
-    """OPENING_WITH_FUNDS as asyncpg's dialect writes it, and its parameters in the order of
-    its ``$n`` (the function's own arguments): the function and :data:`OPENING_LOCKED`
-    come from this one compilation, so they always agree."""
+    """:func:`_opening_with_funds` as asyncpg's dialect writes it, and its parameters in
+    the order of its ``$n`` (the function's own arguments): the function and
+    :data:`OPENING_LOCKED` come from this one compilation, so they always agree."""
     dialect = _ASYNCPG()
     compiled = _opening_with_funds("postgresql").compile(dialect=dialect)
     assert isinstance(compiled, SQLCompiler)
@@ -157,8 +158,8 @@ def opening_function() -> str:
     write path's connections as it opens.
 
     The function takes the account's row lock (``FOR NO KEY UPDATE``, as
-    :func:`app.journal.lock_account`), then returns OPENING_WITH_FUNDS's rows. A statement
-    sees what was committed when it began, so a lock inside OPENING_WITH_FUNDS itself,
+    :func:`app.journal.lock_account`), then returns :func:`_opening_with_funds`'s rows. A
+    statement sees what was committed when it began, so a lock inside that statement itself,
     waited for, would read the funds as they were before the transaction it waited for
     committed; in PL/pgSQL each statement begins anew, so the query after the lock reads
     them as that transaction left them. One round trip, where the lock and the statement
@@ -189,7 +190,8 @@ def _opening_locked(_dialect: str) -> ClauseElement:
 
 
 OPENING_LOCKED = Statement(_opening_locked)
-"""OPENING_WITH_FUNDS with the account's lock taken first, in one round trip: a call of
+"""An open's position and intent with the funds as they were before them (OPENING and the
+funds read in one statement), the account's lock taken first, in one round trip: a call of
 the function :func:`opening_function` makes, inside a transaction begun without the lock
 (``Database.transaction(locking_account=...)`` on PostgreSQL)."""
 
