@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
 
 import pytest
 
@@ -162,14 +161,14 @@ def test_an_open_waiting_for_the_accounts_lock_reads_the_funds_the_one_before_it
                     )
                     ids[name] = found.id
 
-            def open_as(name: str, reserve: Decimal) -> Any:
+            async def open_as(tx: sql.Tx, name: str, reserve: Decimal) -> None:
                 def decide(funds: Funds, _has_open: bool) -> OrderPlan:
                     if funds is not UNLIMITED:  # planned first with no limit, then checked
                         seen[name].append(funds.reserved)
                     return OrderPlan(instrument, "buy", Decimal(1), reserve)
 
-                return intents.reserve_open(
-                    tx_of[name],
+                await intents.reserve_open(
+                    tx,
                     event_id=int(event["id"]),
                     strategy_id=ids[name],
                     account_id=account_id,
@@ -181,16 +180,12 @@ def test_an_open_waiting_for_the_accounts_lock_reads_the_funds_the_one_before_it
                     now=now,
                 )
 
-            tx_of: dict[str, sql.Tx] = {}
-
             async def second() -> None:
                 async with database.transaction(locking_account=account_id) as tx:
-                    tx_of["second"] = tx
-                    await open_as("second", Decimal("7"))
+                    await open_as(tx, "second", Decimal("7"))
 
             async with database.transaction(locking_account=account_id) as tx:
-                tx_of["first"] = tx
-                await open_as("first", Decimal("1000"))
+                await open_as(tx, "first", Decimal("1000"))
                 waiting = asyncio.create_task(second())
                 await asyncio.sleep(0.3)
                 assert not waiting.done()  # it waits for the account's lock
