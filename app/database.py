@@ -111,10 +111,8 @@ class Database:
         ``locking_account``: on PostgreSQL the transaction is an open's on that account
         (``Tx.opening_account`` says so): its first statement takes the account's row lock
         (:func:`app.journal.lock_account`'s lock) with the open's funds read and intent
-        (:data:`app.intent_statements.OPENING_LOCKED`), or a funds check takes it first; no
-        savepoint can be taken in it (asyncpg refuses one in a transaction it did not
-        begin). On SQLite every write transaction holds the database's one write lock
-        already.
+        (:data:`app.intent_statements.OPENING_LOCKED`), or a funds check takes it first. On
+        SQLite every write transaction holds the database's one write lock already.
         """
         if self.is_sqlite:
             return self._sqlite.transaction(pending, savepoint=True)

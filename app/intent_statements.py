@@ -137,8 +137,9 @@ _FUNCTION = "signalbridge_opening"
 # dialect's would do: the order of the arguments is what they share).
 _ASYNCPG: Callable[[], Dialect] = PGDialect_asyncpg
 # Its columns, as reserve_open reads them: the funds (trading.committed), then the ids.
-_OPENING_COLUMNS = "cash NUMERIC, reserved TEXT, costs TEXT, has_open BOOLEAN, id INTEGER, "
-_OPENING_COLUMNS += "position_id INTEGER"
+_OPENING_COLUMNS = (
+    "cash NUMERIC, reserved TEXT, costs TEXT, has_open BOOLEAN, id INTEGER, position_id INTEGER"
+)
 
 
 @functools.cache
@@ -153,6 +154,7 @@ def _opening_parameters() -> tuple[str, list[tuple[str, BindParameter[Any]]]]:
     return compiled.string, [(name, compiled.binds[name]) for name in names]
 
 
+@functools.cache
 def opening_function() -> str:
     """PostgreSQL: ``CREATE FUNCTION pg_temp.signalbridge_opening``, run once on each of the
     write path's connections as it opens.

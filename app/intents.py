@@ -107,7 +107,6 @@ async def reserve_open(
             row = await tx.first(OPENING_LOCKED, **opening, **_planned(planned))
             if row is None:
                 raise LookupError(f"no account {account_id}")
-            tx.locked_account = account_id
             current, has_open = funds_of(row, terms=terms, venue_cash=venue_cash)
             if decide(current, has_open) != planned:  # a refusal raises here
                 raise AssertionError("an open planned twice gave two plans")

@@ -170,7 +170,6 @@ class PostgresTransaction:
         self._pending = pending
         self._wants_transaction = transaction
         self._writes = writes
-        # A transaction begun by a BEGIN of our own, for an open on this account, not asyncpg's.
         self._locking_account = locking_account if transaction else None
         self._transaction: asyncpg.transaction.Transaction | None = None
 
@@ -180,12 +179,10 @@ class PostgresTransaction:
         tx = PostgresTx(connection, self._dialect)
         if self._wants_transaction:
             try:
-                if self._locking_account is None:
-                    self._transaction = connection.transaction()
-                    await self._transaction.start()
-                else:  # an open's: its first statement takes the lock (OPENING_LOCKED)
-                    await connection.execute("BEGIN")
-                    tx.opening_account = self._locking_account
+                self._transaction = connection.transaction()
+                await self._transaction.start()
+                # An open's: its first statement takes the account's lock (OPENING_LOCKED).
+                tx.opening_account = self._locking_account
             except BaseException:
                 pool.release(connection, reusable=False)
                 raise
@@ -200,8 +197,6 @@ class PostgresTransaction:
                     await self._transaction.commit()
                 else:
                     await self._transaction.rollback()
-            elif self._locking_account is not None:
-                await self._connection.execute("COMMIT" if kind is None else "ROLLBACK")
         except BaseException:
             reusable = False
             raise

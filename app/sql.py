@@ -195,10 +195,8 @@ class Tx:
         self.dialect = dialect
         # PostgreSQL: the account an open's transaction is for (see
         # app.database.Database.transaction): its first statement takes the account's lock
-        # (intent_statements.OPENING_LOCKED); and the account whose row the transaction has
-        # locked, so that a funds check need not lock it again.
+        # (intent_statements.OPENING_LOCKED).
         self.opening_account: int | None = None
-        self.locked_account: int | None = None
 
     async def rows(self, statement: Statement, **params: Any) -> list[Row]:
         raise NotImplementedError

@@ -108,12 +108,11 @@ async def funds(
     venue_cash: Decimal | None = None,
 ) -> tuple[Funds, bool]:
     """The account's funds as the rules see them (see :mod:`app.rules`), its row locked
-    (:func:`journal.lock_account`, unless the transaction holds that lock already:
-    ``Tx.locked_account``; on SQLite the write transaction holds the database's one write
-    lock), and whether the strategy has a position not closed.
+    (:func:`journal.lock_account`; on SQLite the write transaction holds the database's one
+    write lock), and whether the strategy has a position not closed.
     ``venue_cash``, a live venue's free balance, stands in for the ledger's cash where
     given."""
-    if tx.dialect.name == "postgresql" and tx.locked_account != account_id:
+    if tx.dialect.name == "postgresql":
         await journal.lock_account(tx, account_id)
     row = await tx.first(_COMMITTED, account_id=account_id, strategy_id=strategy_id)
     if row is None:
